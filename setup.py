@@ -1,0 +1,33 @@
+"""ament_python build of spotvlm_ros (the Python code lives under src/spotvlm_ros)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "spotvlm_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    package_dir={"": "src"},
+    packages=find_packages("src", include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["py.typed"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="spotvlm_ros maintainers",
+    maintainer_email="maintainers@spotvlm-ros.org",
+    description="Context transfer between an on-board and a cloud vision-language model for ROS 2.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            f"spotvlm_doctor = {PACKAGE}.tools.doctor:main",
+        ],
+    },
+)
