@@ -1,0 +1,135 @@
+"""Real-time arbitration: each frame's final answer against its deadline.
+
+For frame T the answer is the LVLM's if it arrives within the deadline, else the SVLM's if
+that does, else the frame is *invalid* (empty answer), which is how the paper scores it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from spotvlm_ros.core.types import Source, Stamp, seconds_between, stamp_from_seconds
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An answer for a frame and when it arrived."""
+
+    source: Source
+    answer: str
+    labels: frozenset[str]
+    arrival: Stamp
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A frame's final answer."""
+
+    stamp: Stamp
+    source: Source  # NONE when no answer made the deadline
+    answer: str
+    labels: frozenset[str]
+    deadline_met: bool
+    latency: float  # s from the frame stamp to the chosen answer's arrival (or the deadline)
+
+
+@dataclass(frozen=True)
+class Arbiter:
+    """The rule: LVLM if in time, else SVLM if in time, else invalid."""
+
+    deadline: float = 1.0  # s
+
+    def __post_init__(self) -> None:
+        if not self.deadline > 0.0:
+            raise ValueError(f"deadline must be > 0 s, got {self.deadline}")
+
+    def in_time(self, stamp: Stamp, candidate: Candidate) -> bool:
+        """Whether ``candidate`` arrived within the deadline of the frame at ``stamp``."""
+        return seconds_between(stamp, candidate.arrival) <= self.deadline
+
+    def decide(self, stamp: Stamp, candidates: Iterable[Candidate]) -> Decision:
+        """The final answer for the frame at ``stamp`` given every answer that arrived."""
+        in_time = [c for c in candidates if self.in_time(stamp, c)]
+        for source in (Source.LVLM, Source.SVLM):
+            first = min(
+                (c for c in in_time if c.source is source), key=lambda c: c.arrival, default=None
+            )
+            if first is not None:
+                return Decision(
+                    stamp, source, first.answer, first.labels, True,
+                    seconds_between(stamp, first.arrival),
+                )  # fmt: skip
+        return Decision(stamp, Source.NONE, "", frozenset(), False, self.deadline)
+
+
+@dataclass
+class _Pending:
+    candidates: list[Candidate] = field(default_factory=list)
+    lvlm_expected: bool = False
+
+
+@dataclass
+class LiveArbiter:
+    """Applies :class:`Arbiter` to a stream: every registered frame gets exactly one decision,
+    as early as it can be known (an in-time LVLM answer wins at once; an SVLM answer wins
+    at once if no LVLM answer is expected for the frame) and at its deadline otherwise."""
+
+    arbiter: Arbiter = field(default_factory=Arbiter)
+    max_pending: int = 64
+    unknown: int = 0  # results for frames never registered (or already forgotten)
+    late: int = 0  # results for frames already decided
+    _pending: dict[Stamp, _Pending] = field(default_factory=dict)
+    _decided: set[Stamp] = field(default_factory=set)
+
+    def register(self, stamp: Stamp) -> list[Decision]:
+        """Start arbitrating the frame at ``stamp``; returns decisions forced by the bound."""
+        forced: list[Decision] = []
+        if stamp in self._pending or stamp in self._decided:
+            return forced
+        self._pending[stamp] = _Pending()
+        while len(self._pending) > self.max_pending:
+            oldest = min(self._pending)
+            forced.append(self._finish(oldest))
+        return forced
+
+    def expect_lvlm(self, stamp: Stamp, expected: bool = True) -> None:
+        """Say whether an LVLM answer may still come for the frame (it was uploaded)."""
+        if stamp in self._pending:
+            self._pending[stamp].lvlm_expected = expected
+
+    def offer(self, stamp: Stamp, candidate: Candidate) -> Decision | None:
+        """Offer an answer; returns the frame's decision if it is now settled."""
+        pending = self._pending.get(stamp)
+        if pending is None:
+            if stamp in self._decided:
+                self.late += 1
+            else:
+                self.unknown += 1
+            return None
+        pending.candidates.append(candidate)
+        if candidate.source is Source.LVLM:
+            pending.lvlm_expected = False
+        if not self.arbiter.in_time(stamp, candidate):
+            return None
+        if candidate.source is Source.LVLM or not pending.lvlm_expected:
+            return self._finish(stamp)
+        return None
+
+    def due(self, now: Stamp) -> list[Decision]:
+        """Decisions for every pending frame whose deadline has passed at ``now``."""
+        limit = stamp_from_seconds(self.arbiter.deadline)
+        expired = sorted(s for s in self._pending if now - s > limit)
+        return [self._finish(s) for s in expired]
+
+    def pending(self) -> int:
+        """Frames registered and not yet decided."""
+        return len(self._pending)
+
+    def _finish(self, stamp: Stamp) -> Decision:
+        pending = self._pending.pop(stamp)
+        self._decided.add(stamp)
+        if len(self._decided) > 4 * self.max_pending:
+            for old in sorted(self._decided)[: len(self._decided) - 2 * self.max_pending]:
+                self._decided.discard(old)
+        return self.arbiter.decide(stamp, pending.candidates)
