@@ -133,16 +133,16 @@ class ContextReplacement:
         Only turns of frames strictly before ``before`` are shown (all, when it is None).
         The cloud turn comes first unless it is older than ``delta`` at ``before``; then the
         newest SVLM turns of frames after it. SVLM turns of frames at or before the cloud
-        turn's frame are superseded by it.
+        turn's frame are superseded by it, whether or not it is still shown.
         """
-        lvlm = self._lvlm
-        if lvlm is not None and before is not None and not self._shown_at(lvlm, before):
-            lvlm = None
+        cloud = self._lvlm
+        # Replaced SVLM turns stay replaced, even once the cloud turn is too old to show.
         svlm = [
             self._svlm[s]
             for s in sorted(self._svlm)
-            if (lvlm is None or s > lvlm.stamp) and (before is None or s < before)
+            if (cloud is None or s > cloud.stamp) and (before is None or s < before)
         ]
+        lvlm = cloud if cloud is None or before is None or self._shown_at(cloud, before) else None
         room = self.config.max_entries - (1 if lvlm is not None else 0)
         newest = svlm[len(svlm) - room :] if room > 0 else []
         return ((lvlm,) if lvlm is not None else ()) + tuple(newest)

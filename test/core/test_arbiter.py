@@ -1,0 +1,114 @@
+"""Real-time arbitration against the deadline, batch and live."""
+
+from __future__ import annotations
+
+import pytest
+
+from spotvlm_ros.core.arbiter import Arbiter, Candidate, LiveArbiter
+from spotvlm_ros.core.types import Source, stamp_from_seconds
+
+S = stamp_from_seconds
+T = S(100.0)
+
+
+def svlm(at: float, answer: str = "svlm") -> Candidate:
+    return Candidate(Source.SVLM, answer, frozenset({answer}), S(at))
+
+
+def lvlm(at: float, answer: str = "lvlm") -> Candidate:
+    return Candidate(Source.LVLM, answer, frozenset({answer}), S(at))
+
+
+def test_lvlm_in_time_wins() -> None:
+    d = Arbiter(1.0).decide(T, [svlm(100.3), lvlm(100.9)])
+    assert (d.source, d.answer, d.deadline_met) == (Source.LVLM, "lvlm", True)
+    assert d.latency == pytest.approx(0.9)
+
+
+def test_late_lvlm_loses_to_svlm_in_time() -> None:
+    d = Arbiter(1.0).decide(T, [svlm(100.3), lvlm(102.0)])
+    assert d.source is Source.SVLM
+    assert d.latency == pytest.approx(0.3)
+
+
+def test_exactly_at_the_deadline_is_in_time() -> None:
+    assert Arbiter(1.0).decide(T, [svlm(101.0)]).source is Source.SVLM
+
+
+def test_nothing_in_time_is_an_invalid_empty_answer() -> None:
+    d = Arbiter(1.0).decide(T, [svlm(101.2), lvlm(103.0)])
+    assert (d.source, d.answer, d.labels, d.deadline_met) == (Source.NONE, "", frozenset(), False)
+
+
+def test_no_answers_at_all_is_invalid() -> None:
+    assert Arbiter(1.0).decide(T, []).source is Source.NONE
+
+
+def test_the_first_of_two_in_time_answers_of_a_source_wins() -> None:
+    d = Arbiter(1.0).decide(T, [svlm(100.8, "b"), svlm(100.2, "a")])
+    assert d.answer == "a"
+
+
+def test_bad_deadline_is_refused() -> None:
+    with pytest.raises(ValueError, match="deadline"):
+        Arbiter(0.0)
+
+
+def test_live_lvlm_in_time_decides_at_once() -> None:
+    live = LiveArbiter(Arbiter(1.0))
+    live.register(T)
+    live.expect_lvlm(T)
+    assert live.offer(T, svlm(100.2)) is None  # an LVLM answer may still come
+    decision = live.offer(T, lvlm(100.6))
+    assert decision is not None and decision.source is Source.LVLM
+    assert live.pending() == 0
+
+
+def test_live_svlm_decides_at_once_when_no_lvlm_is_expected() -> None:
+    live = LiveArbiter(Arbiter(1.0))
+    live.register(T)
+    decision = live.offer(T, svlm(100.2))
+    assert decision is not None and decision.source is Source.SVLM
+
+
+def test_live_deadline_passes_with_svlm_only() -> None:
+    live = LiveArbiter(Arbiter(1.0))
+    live.register(T)
+    live.expect_lvlm(T)
+    live.offer(T, svlm(100.2))
+    assert live.due(S(100.9)) == []
+    [decision] = live.due(S(101.01))
+    assert decision.source is Source.SVLM
+
+
+def test_live_every_frame_gets_exactly_one_decision() -> None:
+    live = LiveArbiter(Arbiter(1.0))
+    decisions = []
+    for i in range(10):
+        t = S(100.0 + 0.5 * i)
+        decisions += live.register(t)
+        if i % 3:
+            found = live.offer(t, svlm(100.0 + 0.5 * i + 0.2))
+            decisions += [found] if found else []
+        decisions += live.due(t)
+    decisions += live.due(S(200.0))
+    assert sorted(d.stamp for d in decisions) == [S(100.0 + 0.5 * i) for i in range(10)]
+    assert sum(d.source is Source.NONE for d in decisions) == 4  # frames 0, 3, 6, 9
+
+
+def test_live_late_and_unknown_results_are_counted() -> None:
+    live = LiveArbiter(Arbiter(1.0))
+    live.register(T)
+    live.due(S(105.0))
+    assert live.offer(T, lvlm(105.0)) is None
+    assert live.offer(S(1.0), svlm(1.1)) is None
+    assert (live.late, live.unknown) == (1, 1)
+
+
+def test_live_pending_is_bounded() -> None:
+    live = LiveArbiter(Arbiter(1.0), max_pending=3)
+    forced = []
+    for i in range(5):
+        forced += live.register(S(float(i)))
+    assert live.pending() == 3
+    assert [d.stamp for d in forced] == [S(0.0), S(1.0)]
