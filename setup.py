@@ -28,6 +28,7 @@ setup(
     entry_points={
         "console_scripts": [
             f"spotvlm_doctor = {PACKAGE}.tools.doctor:main",
+            f"spotvlm-make-tiny-model = {PACKAGE}.svlm.tiny:main",
         ],
     },
 )

@@ -57,9 +57,13 @@ class Arbiter:
             )
             if first is not None:
                 return Decision(
-                    stamp, source, first.answer, first.labels, True,
+                    stamp,
+                    source,
+                    first.answer,
+                    first.labels,
+                    True,
                     seconds_between(stamp, first.arrival),
-                )  # fmt: skip
+                )
         return Decision(stamp, Source.NONE, "", frozenset(), False, self.deadline)
 
 

@@ -107,8 +107,15 @@ _WORD = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 def _singular(word: str) -> str:
     if word in _IRREGULAR_PLURALS:
         return _IRREGULAR_PLURALS[word]
-    for suffix, repl in (("ies", "y"), ("ches", "ch"), ("shes", "sh"), ("sses", "ss"),
-                         ("xes", "x"), ("s", "")):  # fmt: skip
+    suffixes = (
+        ("ies", "y"),
+        ("ches", "ch"),
+        ("shes", "sh"),
+        ("sses", "ss"),
+        ("xes", "x"),
+        ("s", ""),
+    )
+    for suffix, repl in suffixes:
         if (
             word.endswith(suffix)
             and len(word) > len(suffix) + 1

@@ -1,0 +1,500 @@
+"""Qwen2.5-VL as the SVLM, with visual focus acting between the vision encoder and the LM.
+
+One frame's inference:
+
+1. the image processor resizes the frame (multiples of 28 px within [min, max] pixels)
+   and cuts it into patches; the vision encoder turns them into N merged visual tokens
+   ``v`` (N = grid_h * grid_w / 4), shape (N, D) with D the LM's width;
+2. GTVR (optional) reweights ``v`` by its similarity to the features, cached from frame
+   T-d, of the ROIs the cloud found in T-d;
+3. the prompt's token embeddings get ``v`` at the ``<|image_pad|>`` positions and every
+   position its 3D (M-RoPE) index from ``get_rope_index``;
+4. GGVR (optional) drops the image positions outside the ROIs: the kept tokens keep their
+   original 3D positions, so the LM still knows where each sits in the image;
+5. a greedy decoder runs with the KV cache; each new token's position continues from the
+   prompt's last position (the rope delta), whatever was pruned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from spotvlm_ros.core.focus import TokenGrid, focus_token_indices, roi_token_groups
+from spotvlm_ros.core.types import Roi, Stamp
+from spotvlm_ros.svlm.prompt import DEFAULT_SYSTEM, IMAGE_PAD, build_prompt
+from spotvlm_ros.svlm.tiny import TEST_MODEL_MARKER
+
+LOG = logging.getLogger(__name__)
+
+MODEL_PARAMETER = "model_path"
+"""The svlm_node parameter that names the model folder or hub id (used in error messages)."""
+
+
+class SvlmError(Exception):
+    """The SVLM could not be loaded or could not process an input; the message says why."""
+
+
+@dataclass(frozen=True)
+class QwenSvlmConfig:
+    """How the SVLM is loaded and run.
+
+    Attributes:
+        model: a local model folder, or a hub id (only works where the hub is reachable).
+        device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
+        dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".
+        min_pixels, max_pixels: the resized image's pixel range (snapped to 28x28 cells).
+        max_new_tokens: the answer's length limit.
+        system_prompt: the system turn.
+        min_focus_tokens: GGVR falls back to the full image below this many kept tokens.
+        gtvr_mu, gtvr_b: W_s = sigmoid(mu * s + b).
+        gtvr_alpha: t' = alpha * (W_s * t) + (1 - alpha) * t; 0 leaves tokens unchanged.
+        feature_cache_frames: how many past frames' visual features GTVR keeps.
+        local_files_only: never contact the model hub (also when HF_HUB_OFFLINE=1).
+    """
+
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    min_pixels: int = 56 * 56
+    max_pixels: int = 448 * 448
+    max_new_tokens: int = 32
+    system_prompt: str = DEFAULT_SYSTEM
+    min_focus_tokens: int = 4
+    gtvr_mu: float = 10.0
+    gtvr_b: float = -5.0
+    gtvr_alpha: float = 0.5
+    feature_cache_frames: int = 24
+    local_files_only: bool = False
+
+    def __post_init__(self) -> None:
+        cell = 28 * 28
+        if not cell <= self.min_pixels <= self.max_pixels:
+            raise SvlmError(
+                f"need {cell} <= min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}"
+            )
+        if not 0.0 <= self.gtvr_alpha <= 1.0:
+            raise SvlmError(f"gtvr_alpha must be in [0, 1], got {self.gtvr_alpha}")
+        if self.max_new_tokens < 1 or self.min_focus_tokens < 1 or self.feature_cache_frames < 1:
+            raise SvlmError("max_new_tokens, min_focus_tokens, feature_cache_frames must be >= 1")
+
+
+@dataclass(frozen=True)
+class Focus:
+    """ROIs for visual focus, from the frame at ``source_stamp`` (in that frame's pixels)."""
+
+    rois: Sequence[Roi]
+    source_stamp: Stamp
+
+
+@dataclass(frozen=True)
+class SvlmOutput:
+    """One frame's answer and what it cost."""
+
+    answer: str
+    latency: float  # s, whole inference
+    prefill_latency: float  # s, vision encoder + focus + LM prefill
+    generate_latency: float  # s, decoding after the prefill
+    generated_tokens: int
+    visual_tokens_used: int
+    visual_tokens_full: int
+    ggvr_applied: bool
+    gtvr_applied: bool
+    focus_note: str  # why visual focus fell back, if it did
+
+
+@dataclass
+class Prepared:
+    """The LM's inputs for one frame, after visual focus (batch size 1)."""
+
+    inputs_embeds: torch.Tensor  # (1, L_kept, D)
+    position_ids: torch.Tensor  # (3, 1, L_kept), M-RoPE t/h/w indices of the kept positions
+    kept: torch.Tensor  # (L_kept,) indices of the kept positions in the full prompt
+    full_position_ids: torch.Tensor  # (3, 1, L) before pruning
+    input_ids: torch.Tensor  # (1, L) the full prompt
+    grid: TokenGrid
+    visual_tokens_full: int
+    visual_tokens_used: int
+    ggvr_applied: bool
+    gtvr_applied: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SvlmError(f"device {name!r} requested but CUDA is not available here")
+    return device
+
+
+def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise SvlmError(f"dtype must be auto or one of {', '.join(dtypes)}, got {name!r}")
+    return dtypes[name]
+
+
+def as_rgb(image: Any) -> np.ndarray:
+    """A validated (H, W, 3) uint8 RGB array from ``image`` (H x W x 3 RGB, or H x W gray)."""
+    if not isinstance(image, np.ndarray):
+        raise SvlmError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise SvlmError(f"image must be uint8, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise SvlmError(f"image must be HxWx3 (RGB) or HxW (gray), got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise SvlmError(f"image is empty: shape {image.shape}")
+    if max(image.shape[:2]) / min(image.shape[:2]) > 200:
+        raise SvlmError(f"image aspect ratio is above 200: shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+class QwenSvlm:
+    """Qwen2.5-VL inference with GGVR token pruning and GTVR token reweighting."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        image_processor: Any,
+        config: QwenSvlmConfig,
+        is_test_model: bool,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.config = config
+        self.is_test_model = is_test_model
+        self.device = next(model.parameters()).device
+        self._features: OrderedDict[Stamp, tuple[torch.Tensor, TokenGrid]] = OrderedDict()
+        self.image_token_id = int(model.config.image_token_id)
+        self._stop_ids = {
+            i
+            for i in (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>"))
+            if isinstance(i, int) and i >= 0
+        }
+
+    # --- loading ------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, config: QwenSvlmConfig) -> QwenSvlm:
+        """Load model, tokenizer and image processor named by ``config.model``."""
+        from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil,
+        )
+
+        device = _resolve_device(config.device)
+        dtype = _resolve_dtype(config.dtype, device)
+        source = config.model
+        local = Path(source).expanduser()
+        if not source:
+            raise SvlmError(f"no SVLM model given: set the parameter `{MODEL_PARAMETER}`")
+        if local.exists() and not (local / "config.json").is_file():
+            raise SvlmError(
+                f"{local} (parameter `{MODEL_PARAMETER}`) has no config.json: not a model folder"
+            )
+        where = str(local) if local.exists() else source
+        offline = config.local_files_only or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true")
+        try:
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                where, dtype=dtype, trust_remote_code=False, local_files_only=offline
+            )
+            tokenizer = AutoTokenizer.from_pretrained(
+                where, trust_remote_code=False, local_files_only=offline
+            )
+            image_processor = Qwen2VLImageProcessorPil.from_pretrained(
+                where, local_files_only=offline
+            )
+        except (OSError, ValueError) as exc:
+            if local.exists():
+                raise SvlmError(f"could not load the SVLM from {local}: {exc}") from exc
+            raise SvlmError(
+                f"could not load the SVLM {source!r} (parameter `{MODEL_PARAMETER}`): it is not a "
+                "local folder and the model hub could not provide it (no network, or no such "
+                "model). Download the weights where the hub is reachable and set "
+                f"`{MODEL_PARAMETER}` to the folder. ({type(exc).__name__}: {exc})"
+            ) from exc
+        image_processor.size = {
+            "shortest_edge": config.min_pixels,
+            "longest_edge": config.max_pixels,
+        }
+        model.to(device).eval()
+        config_file = local / "config.json"
+        is_test = config_file.is_file() and bool(
+            json.loads(config_file.read_text()).get(TEST_MODEL_MARKER)
+        )
+        if is_test:
+            LOG.warning(
+                "SVLM %s is a RANDOMLY INITIALISED TEST MODEL: its answers are meaningless. "
+                "Set `%s` to a real Qwen2.5-VL folder (e.g. Qwen2.5-VL-3B-Instruct).",
+                source,
+                MODEL_PARAMETER,
+            )
+        return cls(model, tokenizer, image_processor, config, is_test)
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def _pixels(self, rgb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, TokenGrid]:
+        out = self.image_processor(images=[Image.fromarray(rgb)], return_tensors="pt")
+        grid_thw = out["image_grid_thw"]  # (1, 3): t, h, w in patches
+        _, gh, gw = (int(v) for v in grid_thw[0])
+        patch = int(self.model.config.vision_config.patch_size)
+        merge = int(self.model.config.vision_config.spatial_merge_size)
+        grid = TokenGrid(rgb.shape[1], rgb.shape[0], gw * patch, gh * patch, patch, merge)
+        return out["pixel_values"].to(self.device), grid_thw.to(self.device), grid
+
+    def visual_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """The merged visual tokens of one image, (N, D)."""
+        out = self.model.model.get_image_features(pixel_values, grid_thw)
+        return out.pooler_output[0]
+
+    @torch.inference_mode()
+    def prepare(
+        self,
+        image: Any,
+        question: str,
+        *,
+        stamp: Stamp | None = None,
+        context_text: str = "",
+        history: Sequence[dict[str, str]] = (),
+        focus: Focus | None = None,
+        ggvr: bool = False,
+        gtvr: bool = False,
+    ) -> Prepared:
+        """Build the LM's inputs for a frame, applying GTVR and GGVR as asked."""
+        rgb = as_rgb(image)
+        pixel_values, grid_thw, grid = self._pixels(rgb)
+        n_visual = grid.size
+        prompt = build_prompt(
+            question,
+            image_tokens=n_visual,
+            context_text=context_text,
+            history=history,
+            system=self.config.system_prompt,
+        )
+        input_ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.device)
+        is_image = input_ids[0] == self.image_token_id  # (L,)
+        if int(is_image.sum()) != n_visual:
+            raise SvlmError(
+                f"prompt holds {int(is_image.sum())} {IMAGE_PAD} tokens, expected {n_visual}: "
+                "the tokenizer does not know Qwen2.5-VL's special tokens"
+            )
+        mm_token_type_ids = is_image.to(torch.int32)[None]
+        attention_mask = torch.ones_like(input_ids)
+        position_ids, _ = self.model.model.get_rope_index(
+            input_ids, mm_token_type_ids, grid_thw, attention_mask=attention_mask
+        )  # (3, 1, L)
+
+        features = self.visual_features(pixel_values, grid_thw)  # (N, D)
+        notes: list[str] = []
+        gtvr_applied = False
+        if gtvr:
+            features, gtvr_applied = self._gtvr(features, focus, notes)
+        if stamp is not None:
+            self._remember(stamp, features if not gtvr_applied else None, grid)
+
+        embeds = self.model.get_input_embeddings()(input_ids)  # (1, L, D)
+        embeds = embeds.clone()
+        embeds[0, is_image] = features.to(embeds.dtype)
+
+        image_positions = torch.nonzero(is_image).flatten()  # (N,)
+        kept = torch.arange(input_ids.shape[1], device=self.device)
+        used = n_visual
+        ggvr_applied = False
+        if ggvr:
+            selected = self._ggvr_selection(grid, focus, notes)
+            if selected is not None:
+                keep_mask = ~is_image
+                keep_mask[image_positions[selected]] = True
+                kept = torch.nonzero(keep_mask).flatten()
+                used = len(selected)
+                ggvr_applied = True
+        return Prepared(
+            inputs_embeds=embeds[:, kept],
+            position_ids=position_ids[:, :, kept],
+            kept=kept,
+            full_position_ids=position_ids,
+            input_ids=input_ids,
+            grid=grid,
+            visual_tokens_full=n_visual,
+            visual_tokens_used=used,
+            ggvr_applied=ggvr_applied,
+            gtvr_applied=gtvr_applied,
+            notes=notes,
+        )
+
+    # --- visual focus -------------------------------------------------------------------
+
+    def _ggvr_selection(
+        self, grid: TokenGrid, focus: Focus | None, notes: list[str]
+    ) -> torch.Tensor | None:
+        if focus is None or not focus.rois:
+            notes.append("GGVR: no ROIs, full image")
+            return None
+        indices = focus_token_indices(list(focus.rois), grid)
+        if len(indices) < self.config.min_focus_tokens:
+            notes.append(
+                f"GGVR: ROIs cover {len(indices)} tokens (< min_focus_tokens "
+                f"{self.config.min_focus_tokens}), full image"
+            )
+            return None
+        if len(indices) == grid.size:
+            notes.append("GGVR: ROIs cover the whole image")
+        return torch.tensor(indices, dtype=torch.long, device=self.device)
+
+    def _gtvr(
+        self, features: torch.Tensor, focus: Focus | None, notes: list[str]
+    ) -> tuple[torch.Tensor, bool]:
+        if focus is None or not focus.rois:
+            notes.append("GTVR: no ROIs")
+            return features, False
+        held = self._features.get(focus.source_stamp)
+        if held is None:
+            notes.append("GTVR: features of the ROI frame are no longer held")
+            return features, False
+        past, past_grid = held
+        groups = roi_token_groups(list(focus.rois), past_grid)
+        if not groups:
+            notes.append("GTVR: ROIs cover no tokens of their frame")
+            return features, False
+        # f_c: mean past feature per label, (C, D); s_j = max_c cos(f_c, v_j), (N,)
+        prototypes = torch.stack(
+            [past[torch.tensor(idx, device=past.device)].mean(dim=0) for idx in groups.values()]
+        )
+        sims = torch.nn.functional.cosine_similarity(
+            features.float()[:, None, :], prototypes.float()[None, :, :], dim=-1
+        )  # (N, C)
+        s = sims.max(dim=1).values
+        weights = torch.sigmoid(self.config.gtvr_mu * s + self.config.gtvr_b)[:, None]
+        alpha = self.config.gtvr_alpha
+        updated = alpha * (weights * features.float()) + (1.0 - alpha) * features.float()
+        return updated.to(features.dtype), True
+
+    def _remember(self, stamp: Stamp, features: torch.Tensor | None, grid: TokenGrid) -> None:
+        if features is None:
+            return
+        self._features[stamp] = (features.detach(), grid)
+        self._features.move_to_end(stamp)
+        while len(self._features) > self.config.feature_cache_frames:
+            self._features.popitem(last=False)
+
+    def held_feature_stamps(self) -> list[Stamp]:
+        """Stamps of the frames whose visual features GTVR can still use."""
+        return list(self._features)
+
+    # --- LM -----------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def prefill_logits(self, prepared: Prepared) -> torch.Tensor:
+        """Logits of every kept prompt position, (1, L_kept, vocab) (for tests and benchmarks)."""
+        return self.model(
+            inputs_embeds=prepared.inputs_embeds,
+            position_ids=prepared.position_ids,
+            attention_mask=torch.ones(
+                prepared.inputs_embeds.shape[:2], dtype=torch.long, device=self.device
+            ),
+            use_cache=False,
+        ).logits
+
+    @torch.inference_mode()
+    def generate(
+        self, prepared: Prepared, max_new_tokens: int | None = None
+    ) -> tuple[list[int], float]:
+        """Greedy decoding with the KV cache; returns (token ids, prefill seconds)."""
+        limit = max_new_tokens or self.config.max_new_tokens
+        length = prepared.inputs_embeds.shape[1]
+        start = time.perf_counter()
+        out = self.model(
+            inputs_embeds=prepared.inputs_embeds,
+            position_ids=prepared.position_ids,
+            attention_mask=torch.ones((1, length), dtype=torch.long, device=self.device),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        prefill = time.perf_counter() - start
+        cache = out.past_key_values
+        # The prompt ends with text, whose three M-RoPE indices are equal; new tokens continue
+        # from there. With pruning, this differs from the cache length: that is the rope delta.
+        next_position = int(prepared.position_ids[0, 0, -1]) + 1
+        tokens: list[int] = []
+        token = int(out.logits[0, -1].argmax())
+        embed = self.model.get_input_embeddings()
+        while True:
+            tokens.append(token)
+            if token in self._stop_ids or len(tokens) >= limit:
+                break
+            position = torch.full((3, 1, 1), next_position, dtype=torch.long, device=self.device)
+            next_position += 1
+            length += 1
+            out = self.model(
+                inputs_embeds=embed(torch.tensor([[token]], device=self.device)),
+                position_ids=position,
+                attention_mask=torch.ones((1, length), dtype=torch.long, device=self.device),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            token = int(out.logits[0, -1].argmax())
+        return tokens, prefill
+
+    # --- one frame ----------------------------------------------------------------------
+
+    def infer(
+        self,
+        image: Any,
+        question: str,
+        *,
+        stamp: Stamp | None = None,
+        context_text: str = "",
+        history: Sequence[dict[str, str]] = (),
+        focus: Focus | None = None,
+        ggvr: bool = False,
+        gtvr: bool = False,
+        max_new_tokens: int | None = None,
+    ) -> SvlmOutput:
+        """Answer ``question`` about ``image`` (H x W x 3 RGB uint8)."""
+        start = time.perf_counter()
+        prepared = self.prepare(
+            image,
+            question,
+            stamp=stamp,
+            context_text=context_text,
+            history=history,
+            focus=focus,
+            ggvr=ggvr,
+            gtvr=gtvr,
+        )
+        prepare_time = time.perf_counter() - start
+        tokens, prefill = self.generate(prepared, max_new_tokens)
+        total = time.perf_counter() - start
+        answer = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return SvlmOutput(
+            answer=answer,
+            latency=total,
+            prefill_latency=prepare_time + prefill,
+            generate_latency=total - prepare_time - prefill,
+            generated_tokens=len(tokens),
+            visual_tokens_used=prepared.visual_tokens_used,
+            visual_tokens_full=prepared.visual_tokens_full,
+            ggvr_applied=prepared.ggvr_applied,
+            gtvr_applied=prepared.gtvr_applied,
+            focus_note="; ".join(prepared.notes),
+        )
