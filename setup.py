@@ -29,6 +29,7 @@ setup(
         "console_scripts": [
             f"spotvlm_doctor = {PACKAGE}.tools.doctor:main",
             f"spotvlm-make-tiny-model = {PACKAGE}.svlm.tiny:main",
+            f"spotvlm-lvlm-server = {PACKAGE}.cloud.server:main",
         ],
     },
 )

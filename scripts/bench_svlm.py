@@ -1,0 +1,232 @@
+"""Benchmark of visual focus inside the SVLM: prefill, generation and peak memory.
+
+Side by side in one run, on the same real frames: the full image against GGVR with ROIs
+covering ~5 %, ~15 % and ~40 % of the frame, each with and without GTVR, for the tiny
+test model and for a "3B-shaped" random model (Qwen2.5-VL-3B's vision tower and language
+width, with few language layers so that it runs in minutes on a CPU). Random weights:
+the answers are meaningless, the costs are real.
+
+    source env.sh && python scripts/bench_svlm.py [--repeats 3] [--lm-layers 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from spotvlm_ros.core.types import Box, Roi
+from spotvlm_ros.svlm.qwen import Focus, QwenSvlm, QwenSvlmConfig
+from spotvlm_ros.svlm.tiny import qwen_tokenizer_folder, tiny_config_dict
+from spotvlm_ros.tools.benchdoc import update_section
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "bdd100k_mot" / "images"
+QUESTION = "Which objects are in the image? Answer with a list of object categories."
+COVERAGES = (None, 0.05, 0.15, 0.40)
+
+# Qwen2.5-VL-3B-Instruct's published config: vision tower as is, LM width as is.
+VISION_3B = {
+    "depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16,
+    "out_hidden_size": 2048, "patch_size": 14, "spatial_merge_size": 2,
+    "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31],
+    "tokens_per_second": 2,
+}  # fmt: skip
+TEXT_3B = {
+    "vocab_size": 151936, "hidden_size": 2048, "intermediate_size": 11008,
+    "num_attention_heads": 16, "num_key_value_heads": 2, "max_position_embeddings": 128000,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+}  # fmt: skip
+
+
+class PeakRss:
+    """Peak resident memory of this process above the level at start (sampled every 2 ms)."""
+
+    def __enter__(self) -> PeakRss:
+        self.base = self._rss()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.002)
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    @property
+    def delta_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+@dataclass
+class Row:
+    model: str
+    coverage: float | None
+    gtvr: bool
+    visual_tokens: int
+    visual_full: int
+    seq_len: int
+    seq_full: int
+    vision_s: float
+    prefill_s: float
+    generate_s: float
+    peak_mib: float
+
+
+def centred_roi(width: int, height: int, share: float) -> Roi:
+    """A box with the frame's aspect ratio covering ``share`` of its area, in the centre."""
+    scale = share**0.5
+    w, h = width * scale, height * scale
+    x, y = (width - w) / 2, (height - h) / 2
+    return Roi("car", Box(x, y, x + w, y + h))
+
+
+def build_model(name: str, lm_layers: int, max_pixels: int) -> QwenSvlm:
+    from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    torch.manual_seed(0)
+    if name == "tiny":
+        cfg = tiny_config_dict()
+        cfg.pop("spotvlm_random_test_model")
+        config = Qwen2_5_VLConfig(**cfg)
+    else:
+        config = Qwen2_5_VLConfig(
+            vision_config=VISION_3B,
+            text_config={**TEXT_3B, "num_hidden_layers": lm_layers},
+            tie_word_embeddings=True,
+        )
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_folder())
+    processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels)
+    svlm_config = QwenSvlmConfig(model=name, max_pixels=max_pixels, max_new_tokens=16)
+    return QwenSvlm(model, tokenizer, processor, svlm_config, is_test_model=True)
+
+
+def measure(svlm: QwenSvlm, name: str, frames: list[np.ndarray], repeats: int) -> list[Row]:
+    rows = []
+    height, width = frames[0].shape[:2]
+    for coverage in COVERAGES:
+        for gtvr in (False, True):
+            focus = None if coverage is None else Focus([centred_roi(width, height, coverage)], 0)
+            vision, prefill, generate, peaks = [], [], [], []
+            prepared = None
+            for r in range(repeats):
+                for i, frame in enumerate(frames):
+                    stamp = 1 + r * len(frames) + i
+                    # GTVR's ROI frame: the previous frame's features are held
+                    f = Focus(focus.rois, stamp - 1) if focus and gtvr else focus
+                    with PeakRss() as mem:
+                        t0 = time.perf_counter()
+                        prepared = svlm.prepare(
+                            frame, QUESTION, stamp=stamp, focus=f, ggvr=focus is not None, gtvr=gtvr
+                        )
+                        t1 = time.perf_counter()
+                        tokens, lm_prefill = svlm.generate(prepared, max_new_tokens=16)
+                        t2 = time.perf_counter()
+                    vision.append(t1 - t0)
+                    prefill.append(lm_prefill)
+                    generate.append((t2 - t1 - lm_prefill) / max(1, len(tokens) - 1))
+                    peaks.append(mem.delta_mib)
+            assert prepared is not None
+            rows.append(
+                Row(
+                    name, coverage, gtvr, prepared.visual_tokens_used, prepared.visual_tokens_full,
+                    prepared.inputs_embeds.shape[1], prepared.input_ids.shape[1],
+                    statistics.median(vision), statistics.median(prefill),
+                    statistics.median(generate), max(peaks),
+                )  # fmt: skip
+            )
+            print(f"  {name:9s} roi={coverage!s:5s} gtvr={gtvr!s:5s} tokens={rows[-1].visual_tokens:5d} "
+                  f"prefill={rows[-1].prefill_s * 1000:8.1f} ms", flush=True)  # fmt: skip
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| model | ROIs cover | GTVR | visual tokens | LM sequence | token ratio | encoder + focus (ms) "
+        "| LM prefill (ms) | prefill ratio | per new token (ms) | peak mem (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = {(r.model, r.gtvr): r for r in rows if r.coverage is None}
+    for r in rows:
+        ref = base[(r.model, r.gtvr)]
+        cover = "full image" if r.coverage is None else f"{r.coverage:.0%}"
+        lines.append(
+            f"| {r.model} | {cover} | {'on' if r.gtvr else 'off'} | {r.visual_tokens}/{r.visual_full} "
+            f"| {r.seq_len} | {r.seq_len / ref.seq_len:.2f} | {r.vision_s * 1000:.0f} "
+            f"| {r.prefill_s * 1000:.1f} | {r.prefill_s / ref.prefill_s:.2f} "
+            f"| {r.generate_s * 1000:.1f} | {r.peak_mib:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--frames", type=int, default=2)
+    parser.add_argument("--lm-layers", type=int, default=4, help="LM layers of the 3B-shaped model")
+    parser.add_argument("--max-pixels", type=int, default=28 * 28 * 640)
+    parser.add_argument("--models", default="tiny,3b-shaped")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    files = sorted(glob.glob(str(DATA / "**" / "*.jpg"), recursive=True))[: args.frames]
+    if not files:
+        raise SystemExit(f"no frames under {DATA}")
+    frames = [np.array(Image.open(f).convert("RGB")) for f in files]
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows: list[Row] = []
+    for name in args.models.split(","):
+        print(f"building {name} ...", flush=True)
+        svlm = build_model(name, args.lm_layers, args.max_pixels)
+        svlm.prepare(frames[0], QUESTION)  # warm-up
+        rows += measure(svlm, name, frames, args.repeats)
+        del svlm
+    text = table(rows)
+    print(text)
+    body = (
+        "## SVLM visual focus (GGVR / GTVR)\n\n"
+        f"Command: `source env.sh && python scripts/bench_svlm.py --repeats {args.repeats} "
+        f"--frames {args.frames} --lm-layers {args.lm_layers} --max-pixels {args.max_pixels}`  \n"
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}, "
+        f"float32, {len(frames)} BDD100K frames (1280x720) x {args.repeats} repeats, medians.  \n"
+        "Models: `tiny` (the random test model) and `3b-shaped` (Qwen2.5-VL-3B's vision tower, "
+        f"LM width 2048 with {args.lm_layers} of its 36 layers), random weights.\n\n"
+        "*token ratio* = LM sequence length (text + kept visual tokens) relative to the full "
+        "image; *prefill ratio* = LM prefill time relative to the full image (same model, same "
+        "GTVR setting). The vision encoder always sees the full frame, so its time does not "
+        "fall with GGVR. Peak memory is the resident-set increase during one frame.\n\n"
+        + text
+    )
+    if not args.no_write:
+        update_section(ROOT / "docs" / "benchmarks.md", "svlm", body)
+        print("written to docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

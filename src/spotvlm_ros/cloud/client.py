@@ -1,0 +1,244 @@
+"""The OpenAI-compatible LVLM client used by the cloud bridge (no ROS in it).
+
+It sends one frame with a grounding prompt to any chat-completions server (vLLM, SGLang,
+LMDeploy, Ollama, or the package's own server), parses the reply into answer, labels and
+ROIs in the original frame's pixels, and returns every outcome as a typed result: it
+never raises into its caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import enum
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spotvlm_ros.core.focus import smart_resize
+from spotvlm_ros.core.parsing import Coordinates, parse_reply
+from spotvlm_ros.core.types import Roi
+from spotvlm_ros.core.vocab import vocabulary
+
+DEFAULT_PROMPT = (
+    "{question}\n"
+    "Answer in one short sentence. Then list every object you mention as JSON in a ```json "
+    'block: [{{"bbox_2d": [x1, y1, x2, y2], "label": "<category>"}}], with coordinates in '
+    "pixels of this image."
+)
+
+
+class OutcomeKind(enum.Enum):
+    """How a request ended."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"  # no reply within the request timeout
+    CONNECTION = "connection"  # refused, reset, or DNS failure
+    REJECTED = "rejected"  # 429/503/401/403/400/413: the server refused the request
+    HTTP_ERROR = "http_error"  # any other HTTP error status
+    UNPARSABLE = "unparsable"  # a reply without usable content
+    BUSY = "busy"  # the client already has max_in_flight requests outstanding
+    BAD_INPUT = "bad_input"  # the frame could not be encoded
+
+
+@dataclass(frozen=True)
+class LvlmClientConfig:
+    """Where and how to ask the LVLM.
+
+    Attributes:
+        base_url: the server's OpenAI-compatible API root, e.g. http://gpu-box:8000/v1.
+        model: the served model name, e.g. Qwen/Qwen2.5-VL-72B-Instruct.
+        api_key_env: NAME of the environment variable that holds the API key (the key is
+            never a parameter and is never logged); empty means no key.
+        timeout: per-request timeout (s).
+        max_in_flight: requests outstanding at once; more are refused as BUSY, not queued.
+        max_pixels: the frame is resized (multiples of 28) to at most this many pixels.
+        jpeg_quality: JPEG quality of the uploaded frame.
+        coordinates: how the model's boxes are expressed.
+        task_vocabulary: the vocabulary labels are mapped into.
+        prompt: the grounding prompt; ``{question}`` is replaced by the question.
+        max_tokens: the reply's length limit.
+    """
+
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "Qwen/Qwen2.5-VL-72B-Instruct"
+    api_key_env: str = ""
+    timeout: float = 10.0
+    max_in_flight: int = 2
+    max_pixels: int = 28 * 28 * 1280
+    jpeg_quality: int = 90
+    coordinates: Coordinates = Coordinates.ABSOLUTE
+    task_vocabulary: str = "bdd100k"
+    prompt: str = DEFAULT_PROMPT
+    max_tokens: int = 512
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.max_in_flight < 1:
+            raise ValueError(
+                f"timeout must be > 0 s and max_in_flight >= 1, got {self.timeout}, "
+                f"{self.max_in_flight}"
+            )
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
+        vocabulary(self.task_vocabulary)  # raises for an unknown name
+
+
+@dataclass(frozen=True)
+class LvlmOutcome:
+    """The result of one request."""
+
+    kind: OutcomeKind
+    latency: float  # s, round trip as measured by the client (0 when never sent)
+    answer: str = ""
+    labels: frozenset[str] = frozenset()
+    rois: tuple[Roi, ...] = ()
+    model: str = ""
+    error: str = ""
+    http_status: int | None = None
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """Whether an answer came back."""
+        return self.kind is OutcomeKind.OK
+
+
+def encode_frame(image: np.ndarray, max_pixels: int, quality: int) -> tuple[str, tuple[int, int]]:
+    """The frame as a JPEG data URL, resized to multiples of 28 within ``max_pixels``;
+    returns (url, (width, height) sent)."""
+    import cv2
+
+    height, width = image.shape[:2]
+    new_h, new_w = smart_resize(height, width, max_pixels=max_pixels)
+    resized = (
+        image
+        if (new_h, new_w) == (height, width)
+        else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    )
+    ok, data = cv2.imencode(".jpg", resized[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode(), (new_w, new_h)
+
+
+class LvlmClient:
+    """Asynchronous client; use from one asyncio event loop."""
+
+    def __init__(self, config: LvlmClientConfig) -> None:
+        from openai import AsyncOpenAI
+
+        self.config = config
+        self.vocabulary = vocabulary(config.task_vocabulary)
+        key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
+        # The SDK insists on a key; servers without auth ignore it.
+        self._client = AsyncOpenAI(
+            base_url=config.base_url, api_key=key or "EMPTY", timeout=config.timeout, max_retries=0
+        )
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Requests outstanding."""
+        return self._in_flight
+
+    async def close(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.close()
+
+    async def ask(self, image: np.ndarray, question: str) -> LvlmOutcome:
+        """Ask ``question`` about ``image`` (H x W x 3 RGB uint8). Never raises."""
+        if self._in_flight >= self.config.max_in_flight:
+            return LvlmOutcome(OutcomeKind.BUSY, 0.0, error=f"{self._in_flight} requests in flight")
+        try:
+            url, sent = encode_frame(image, self.config.max_pixels, self.config.jpeg_quality)
+        except (ValueError, AttributeError, TypeError, IndexError) as exc:
+            return LvlmOutcome(OutcomeKind.BAD_INPUT, 0.0, error=f"cannot encode frame: {exc}")
+        self._in_flight += 1
+        start = time.perf_counter()
+        try:
+            reply = await self._client.chat.completions.create(
+                model=self.config.model,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": url}},
+                            {"type": "text", "text": self.config.prompt.format(question=question)},
+                        ],
+                    }
+                ],
+                max_tokens=self.config.max_tokens,
+                temperature=0.0,
+            )
+            latency = time.perf_counter() - start
+            return self._outcome(reply, latency, (image.shape[1], image.shape[0]), sent)
+        except Exception as exc:  # every failure becomes a typed outcome
+            return self._failure(exc, time.perf_counter() - start)
+        finally:
+            self._in_flight -= 1
+
+    def _outcome(
+        self, reply: Any, latency: float, frame: tuple[int, int], sent: tuple[int, int]
+    ) -> LvlmOutcome:
+        model = str(getattr(reply, "model", "") or "")
+        choices = getattr(reply, "choices", None) or []
+        content = (
+            getattr(getattr(choices[0], "message", None), "content", None) if choices else None
+        )
+        if not isinstance(content, str) or not content.strip():
+            return LvlmOutcome(
+                OutcomeKind.UNPARSABLE, latency, model=model, error="the reply has no text content"
+            )
+        parsed = parse_reply(
+            content, model_size=sent, frame_size=frame, coordinates=self.config.coordinates
+        )
+        rois = []
+        for roi in parsed.rois:
+            mapped = self.vocabulary.normalize(roi.label)
+            label = sorted(mapped)[0] if mapped else roi.label
+            rois.append(Roi(label, roi.box, roi.score, roi.track_id))
+        labels = self.vocabulary.parse_answer(parsed.answer) | self.vocabulary.normalize_all(
+            r.label for r in parsed.rois
+        )
+        if not parsed.answer and not rois:
+            return LvlmOutcome(
+                OutcomeKind.UNPARSABLE,
+                latency,
+                model=model,
+                error="no answer text and no valid ROIs in the reply: "
+                + "; ".join(parsed.problems)[:300],
+                problems=parsed.problems,
+            )
+        return LvlmOutcome(
+            OutcomeKind.OK,
+            latency,
+            parsed.answer,
+            labels,
+            tuple(rois),
+            model,
+            problems=parsed.problems,
+        )
+
+    @staticmethod
+    def _failure(exc: Exception, latency: float) -> LvlmOutcome:
+        import openai
+
+        text = f"{type(exc).__name__}: {exc}"[:500]
+        if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError)):
+            return LvlmOutcome(OutcomeKind.TIMEOUT, latency, error=text)
+        if isinstance(exc, openai.APIConnectionError):
+            return LvlmOutcome(OutcomeKind.CONNECTION, latency, error=text)
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            kind = (
+                OutcomeKind.REJECTED
+                if status in (400, 401, 403, 413, 422, 429, 503)
+                else (OutcomeKind.HTTP_ERROR)
+            )
+            return LvlmOutcome(kind, latency, error=text, http_status=status)
+        if isinstance(exc, openai.APIResponseValidationError):
+            return LvlmOutcome(OutcomeKind.UNPARSABLE, latency, error=text)
+        return LvlmOutcome(OutcomeKind.HTTP_ERROR, latency, error=text)
