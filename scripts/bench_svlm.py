@@ -154,21 +154,33 @@ def measure(svlm: QwenSvlm, name: str, frames: list[np.ndarray], repeats: int) -
             assert prepared is not None
             rows.append(
                 Row(
-                    name, coverage, gtvr, prepared.visual_tokens_used, prepared.visual_tokens_full,
-                    prepared.inputs_embeds.shape[1], prepared.input_ids.shape[1],
-                    statistics.median(vision), statistics.median(prefill),
-                    statistics.median(generate), max(peaks),
-                )  # fmt: skip
+                    model=name,
+                    coverage=coverage,
+                    gtvr=gtvr,
+                    visual_tokens=prepared.visual_tokens_used,
+                    visual_full=prepared.visual_tokens_full,
+                    seq_len=prepared.inputs_embeds.shape[1],
+                    seq_full=prepared.input_ids.shape[1],
+                    vision_s=statistics.median(vision),
+                    prefill_s=statistics.median(prefill),
+                    generate_s=statistics.median(generate),
+                    peak_mib=max(peaks),
+                )
             )
-            print(f"  {name:9s} roi={coverage!s:5s} gtvr={gtvr!s:5s} tokens={rows[-1].visual_tokens:5d} "
-                  f"prefill={rows[-1].prefill_s * 1000:8.1f} ms", flush=True)  # fmt: skip
+            last = rows[-1]
+            print(
+                f"  {name:9s} roi={coverage!s:5s} gtvr={gtvr!s:5s} "
+                f"tokens={last.visual_tokens:5d} prefill={last.prefill_s * 1000:8.1f} ms",
+                flush=True,
+            )
     return rows
 
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| model | ROIs cover | GTVR | visual tokens | LM sequence | token ratio | encoder + focus (ms) "
-        "| LM prefill (ms) | prefill ratio | per new token (ms) | peak mem (MiB) |",
+        "| model | ROIs cover | GTVR | visual tokens | LM sequence | token ratio "
+        "| encoder + focus (ms) | LM prefill (ms) | prefill ratio | per new token (ms) "
+        "| peak mem (MiB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base = {(r.model, r.gtvr): r for r in rows if r.coverage is None}
@@ -176,7 +188,8 @@ def table(rows: list[Row]) -> str:
         ref = base[(r.model, r.gtvr)]
         cover = "full image" if r.coverage is None else f"{r.coverage:.0%}"
         lines.append(
-            f"| {r.model} | {cover} | {'on' if r.gtvr else 'off'} | {r.visual_tokens}/{r.visual_full} "
+            f"| {r.model} | {cover} | {'on' if r.gtvr else 'off'} "
+            f"| {r.visual_tokens}/{r.visual_full} "
             f"| {r.seq_len} | {r.seq_len / ref.seq_len:.2f} | {r.vision_s * 1000:.0f} "
             f"| {r.prefill_s * 1000:.1f} | {r.prefill_s / ref.prefill_s:.2f} "
             f"| {r.generate_s * 1000:.1f} | {r.peak_mib:.0f} |"
@@ -219,8 +232,7 @@ def main() -> int:
         "*token ratio* = LM sequence length (text + kept visual tokens) relative to the full "
         "image; *prefill ratio* = LM prefill time relative to the full image (same model, same "
         "GTVR setting). The vision encoder always sees the full frame, so its time does not "
-        "fall with GGVR. Peak memory is the resident-set increase during one frame.\n\n"
-        + text
+        "fall with GGVR. Peak memory is the resident-set increase during one frame.\n\n" + text
     )
     if not args.no_write:
         update_section(ROOT / "docs" / "benchmarks.md", "svlm", body)

@@ -1,0 +1,182 @@
+"""The client against replies in the exact shapes vLLM, SGLang and Ollama return.
+
+The fixtures were written from the servers' documented OpenAI-compatible formats; a real
+HTTP server on loopback serves them, so the client's whole path (openai SDK, HTTP, parsing)
+is exercised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, OutcomeKind
+from spotvlm_ros.core.types import Box
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FRAME = np.zeros((720, 1280, 3), np.uint8)  # sent as 1288x728 (multiples of 28)
+
+
+class _Canned(BaseHTTPRequestHandler):
+    reply: ClassVar[tuple[int, bytes]] = (200, b"{}")
+    requests: ClassVar[list[dict[str, object]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        type(self).requests.append(json.loads(self.rfile.read(length)))
+        status, body = type(self).reply
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def canned() -> Iterator[tuple[str, type[_Canned]]]:
+    handler = type("Handler", (_Canned,), {"requests": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def ask(base_url: str, **config: object) -> object:
+    async def run() -> object:
+        client = LvlmClient(LvlmClientConfig(base_url=base_url, model="m", **config))  # type: ignore[arg-type]
+        try:
+            return await client.ask(FRAME, "Which objects are in the image?")
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def serve(handler: type[_Canned], name: str, status: int = 200) -> None:
+    handler.reply = (status, (FIXTURES / name).read_bytes())
+
+
+def test_vllm_fenced_qwen_reply(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    serve(handler, "vllm_qwen25vl_fenced.json")
+    out = ask(url)
+    assert out.kind is OutcomeKind.OK
+    assert out.model == "Qwen/Qwen2.5-VL-72B-Instruct"
+    assert out.answer == "There are two cars and a pedestrian."
+    assert out.labels == {"car", "pedestrian"}
+    assert [r.label for r in out.rois] == ["car", "car", "pedestrian"]  # person -> pedestrian
+    sx, sy = 1280 / 1288, 720 / 728
+    assert out.rois[0].box == Box(112 * sx, 280 * sy, 448 * sx, 532 * sy)
+    assert out.rois[1].box.x2 == 1280.0  # 1400 px of the sent image: clipped to the frame
+    # what went over the wire: one JPEG data URL of the resized frame and the grounding prompt
+    parts = handler.requests[0]["messages"][0]["content"]  # type: ignore[index]
+    assert parts[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+    assert "bbox_2d" in parts[1]["text"]
+
+
+def test_sglang_reply_with_prose_and_out_of_range_box(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    serve(handler, "sglang_qwen25vl_prose.json")
+    out = ask(url)
+    assert out.kind is OutcomeKind.OK
+    assert out.answer.startswith("Sure! Here are the objects I found:")
+    assert out.labels == {"truck", "bicycle"}
+    bicycle = out.rois[1]
+    assert bicycle.box.x1 == 0.0
+    assert bicycle.box.y2 == 720.0
+    assert any("clipped" in p for p in out.problems)
+
+
+def test_ollama_truncated_reply_keeps_the_complete_box(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    serve(handler, "ollama_openai_truncated.json")
+    out = ask(url)
+    assert out.kind is OutcomeKind.OK
+    assert out.model == "qwen2.5vl:72b"
+    assert [r.label for r in out.rois] == ["bus"]
+    assert any("recovered 1" in p for p in out.problems)
+
+
+def test_empty_content_is_unparsable(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    serve(handler, "vllm_empty_content.json")
+    assert ask(url).kind is OutcomeKind.UNPARSABLE
+
+
+def test_vllm_error_body_is_a_rejection(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    serve(handler, "vllm_error_400.json", status=400)
+    out = ask(url)
+    assert out.kind is OutcomeKind.REJECTED
+    assert out.http_status == 400
+    assert "maximum context length" in out.error
+
+
+def test_relative_coordinates_option(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    body = json.loads((FIXTURES / "vllm_qwen25vl_fenced.json").read_text())
+    body["choices"][0]["message"]["content"] = '[{"bbox_2d": [0, 0, 500, 1000], "label": "car"}]'
+    handler.reply = (200, json.dumps(body).encode())
+    from spotvlm_ros.core.parsing import Coordinates
+
+    out = ask(url, coordinates=Coordinates.RELATIVE_1000)
+    assert out.rois[0].box == Box(0, 0, 640, 720)
+
+
+def test_refused_connection_is_a_typed_outcome() -> None:
+    out = ask("http://127.0.0.1:9/v1")
+    assert out.kind is OutcomeKind.CONNECTION
+    assert out.error
+
+
+def test_api_key_comes_from_the_named_variable(
+    canned: tuple[str, type[_Canned]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, handler = canned
+    serve(handler, "vllm_qwen25vl_fenced.json")
+    seen: list[str] = []
+    original = _Canned.do_POST
+
+    def capture(self: _Canned) -> None:
+        seen.append(self.headers.get("authorization", ""))
+        original(self)
+
+    monkeypatch.setattr(handler, "do_POST", capture)
+    monkeypatch.setenv("MY_LVLM_KEY", "s3cret")
+    ask(url, api_key_env="MY_LVLM_KEY")
+    assert seen == ["Bearer s3cret"]
+
+
+def test_bad_frame_is_a_typed_outcome(canned: tuple[str, type[_Canned]]) -> None:
+    url, _ = canned
+
+    async def run() -> object:
+        client = LvlmClient(LvlmClientConfig(base_url=url, model="m"))
+        try:
+            return await client.ask(np.zeros((0, 0, 3), np.uint8), "q")
+        finally:
+            await client.close()
+
+    assert asyncio.run(run()).kind is OutcomeKind.BAD_INPUT
+
+
+def test_bad_client_configuration_is_refused() -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        LvlmClientConfig(timeout=0)
+    with pytest.raises(ValueError, match="unknown vocabulary"):
+        LvlmClientConfig(task_vocabulary="kitti")

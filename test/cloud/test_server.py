@@ -1,0 +1,308 @@
+"""The LVLM server as a real process, over real HTTP, with the official SDK and our client."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import glob
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, LvlmOutcome, OutcomeKind
+from test.helpers.servers import lvlm_server
+
+pytestmark = pytest.mark.integration
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+DETECTOR = SHARED / "models" / "centernet_mobilenetv3_coco.onnx"
+Q = "Which objects are in the image?"
+
+if not DETECTOR.is_file():
+    pytest.skip(f"detector weights not found at {DETECTOR}", allow_module_level=True)
+
+
+def bdd_frames() -> list[np.ndarray]:
+    files = sorted(
+        glob.glob(str(SHARED / "data" / "bdd100k_mot" / "images" / "**" / "*.jpg"), recursive=True)
+    )
+    return [np.array(Image.open(f).convert("RGB")) for f in files]
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    found = bdd_frames()
+    if not found:
+        pytest.skip("no BDD100K frames in ../shared/data")
+    return found
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with lvlm_server("--detector-model", str(DETECTOR)) as url:
+        yield url
+
+
+def ask_many(
+    url: str, images: list[np.ndarray], concurrency: int = 1, **config: object
+) -> list[LvlmOutcome]:
+    async def run() -> list[LvlmOutcome]:
+        client = LvlmClient(
+            LvlmClientConfig(base_url=url, model="detector", max_in_flight=concurrency, **config)  # type: ignore[arg-type]
+        )
+        try:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(image: np.ndarray) -> LvlmOutcome:
+                async with sem:
+                    return await client.ask(image, Q)
+
+            return list(await asyncio.gather(*(one(i) for i in images)))
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def data_url(payload: bytes, mime: str = "image/jpeg") -> str:
+    return f"data:{mime};base64,{base64.b64encode(payload).decode()}"
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def chat_body(url: str, **extra: object) -> dict[str, object]:
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": Q}]
+    return {"model": "detector", "messages": [{"role": "user", "content": content}], **extra}
+
+
+def test_official_openai_sdk_as_a_plain_user(server: str, frames: list[np.ndarray]) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server, api_key="unused")
+    try:
+        assert [m.id for m in client.models.list().data] == ["detector:centernet_mobilenetv3_coco"]
+        reply = client.chat.completions.create(
+            model="detector:centernet_mobilenetv3_coco",
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": data_url(jpeg(frames[0][:, :, ::-1]))},
+                        },
+                        {"type": "text", "text": Q},
+                    ],
+                }
+            ],
+        )
+    finally:
+        client.close()
+    text = reply.choices[0].message.content
+    assert reply.object == "chat.completion"
+    assert "car" in text
+    assert '"bbox_2d"' in text
+
+
+def test_project_client_finds_cars_in_bdd100k(server: str, frames: list[np.ndarray]) -> None:
+    outcomes = ask_many(server, frames)
+    assert all(o.kind is OutcomeKind.OK for o in outcomes), [o.error for o in outcomes]
+    with_cars = [o for o in outcomes if "car" in o.labels]
+    assert len(with_cars) >= len(frames) // 2
+    for outcome, frame in zip(outcomes, frames, strict=True):
+        for roi in outcome.rois:
+            assert 0 <= roi.box.x1 < roi.box.x2 <= frame.shape[1]
+            assert 0 <= roi.box.y1 < roi.box.y2 <= frame.shape[0]
+    assert any(r.label == "car" for o in outcomes for r in o.rois)
+
+
+def test_injected_latency_is_observed(frames: list[np.ndarray]) -> None:
+    with lvlm_server("--detector-model", str(DETECTOR), "--latency", "1.0") as url:
+        outcomes = ask_many(url, frames[:3])
+    for o in outcomes:
+        assert o.kind is OutcomeKind.OK
+        assert 1.0 <= o.latency < 1.6
+
+
+def test_uniform_latency_is_seeded_and_repeats(frames: list[np.ndarray]) -> None:
+    runs = []
+    for _ in range(2):
+        with lvlm_server(
+            "--detector-model",
+            str(DETECTOR),
+            "--latency-model",
+            "uniform",
+            "--latency-min",
+            "0.2",
+            "--latency-max",
+            "1.2",
+            "--seed",
+            "7",
+        ) as url:
+            runs.append([o.latency for o in ask_many(url, frames[:4])])
+    assert all(0.2 <= x < 1.5 for x in runs[0])
+    assert max(abs(a - b) for a, b in zip(runs[0], runs[1], strict=True)) < 0.15
+
+
+@pytest.mark.parametrize(
+    ("flag", "kind"),
+    [
+        ("--error-rate", OutcomeKind.HTTP_ERROR),
+        ("--hang-rate", OutcomeKind.TIMEOUT),
+        ("--malformed-rate", OutcomeKind.OK),  # the sentence survives; the JSON is reported
+        ("--empty-rate", OutcomeKind.UNPARSABLE),
+    ],
+)
+def test_each_injected_fault_surfaces_as_its_typed_result(
+    flag: str, kind: OutcomeKind, frames: list[np.ndarray]
+) -> None:
+    with lvlm_server("--detector-model", str(DETECTOR), flag, "1.0") as url:
+        [outcome] = ask_many(url, frames[:1], timeout=1.5)
+    assert outcome.kind is kind, outcome
+    if flag == "--error-rate":
+        assert outcome.http_status == 500
+    if flag == "--malformed-rate":
+        assert outcome.problems
+        assert "car" in outcome.labels
+
+
+def test_concurrency_limit_answers_429(frames: list[np.ndarray]) -> None:
+    with lvlm_server(
+        "--detector-model", str(DETECTOR), "--max-concurrency", "1", "--latency", "1.0"
+    ) as url:
+        outcomes = ask_many(url, frames[:3], concurrency=3)
+    kinds = sorted(o.kind.value for o in outcomes)
+    assert kinds.count("ok") == 1
+    assert kinds.count("rejected") == 2
+    assert {o.http_status for o in outcomes if o.kind is OutcomeKind.REJECTED} == {429}
+
+
+def test_bearer_token_is_checked(frames: list[np.ndarray]) -> None:
+    env = {"SERVER_KEY": "tok-123", "CLIENT_KEY": "tok-123", "WRONG_KEY": "nope"}
+    with lvlm_server(
+        "--detector-model", str(DETECTOR), "--api-key-env", "SERVER_KEY", env=env
+    ) as url:
+        import os
+
+        os.environ.update(env)
+        try:
+            [good] = ask_many(url, frames[:1], api_key_env="CLIENT_KEY")
+            [bad] = ask_many(url, frames[:1], api_key_env="WRONG_KEY")
+        finally:
+            for key in env:
+                os.environ.pop(key, None)
+    assert good.kind is OutcomeKind.OK
+    assert (bad.kind, bad.http_status) == (OutcomeKind.REJECTED, 401)
+
+
+def test_request_size_limit(frames: list[np.ndarray]) -> None:
+    with lvlm_server("--detector-model", str(DETECTOR), "--max-request-mb", "0.01") as url:
+        [outcome] = ask_many(url, frames[:1])
+    assert (outcome.kind, outcome.http_status) == (OutcomeKind.REJECTED, 413)
+
+
+def test_server_refuses_to_start_without_the_model(tmp_path: Path) -> None:
+    with (
+        pytest.raises(RuntimeError, match="detector model not found"),
+        lvlm_server("--detector-model", str(tmp_path / "missing.onnx")),
+    ):
+        pass
+
+
+BAD_INPUTS = {
+    "not json": b"{this is not json",
+    "body not an object": b"[1, 2, 3]",
+    "missing model": {"messages": [{"role": "user", "content": "hi"}]},
+    "missing messages": {"model": "detector"},
+    "messages not a list": {"model": "detector", "messages": "hello"},
+    "content wrong type": {"model": "detector", "messages": [{"role": "user", "content": 42}]},
+    "part without type": {"model": "detector", "messages": [{"role": "user", "content": [{}]}]},
+    "no image": {"model": "detector", "messages": [{"role": "user", "content": "hi"}]},
+    "invalid base64": chat_body("data:image/jpeg;base64,@@not-base64@@"),
+    "non-image": chat_body(data_url(b"just some text, not an image", "text/plain")),
+    "remote url": chat_body("https://example.com/frame.jpg"),
+    "too many images": {
+        "model": "detector",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": data_url(jpeg(np.zeros((8, 8, 3), np.uint8)))},
+                    },
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": data_url(jpeg(np.zeros((8, 8, 3), np.uint8)))},
+                    },
+                ],
+            }
+        ],
+    },
+    "streaming": chat_body(data_url(jpeg(np.zeros((8, 8, 3), np.uint8))), stream=True),
+}
+
+
+def test_bad_inputs_get_4xx_with_openai_error_bodies_and_the_server_keeps_serving(
+    server: str, frames: list[np.ndarray]
+) -> None:
+    huge = jpeg(np.zeros((4200, 4200, 3), np.uint8))  # 17.6 Mpx > the 4096^2 default limit
+    cases = {**BAD_INPUTS, "huge image": chat_body(data_url(huge))}
+    with httpx.Client(base_url=server, timeout=30) as http:
+        for name, body in cases.items():
+            if isinstance(body, bytes):
+                response = http.post(
+                    "/chat/completions", content=body, headers={"content-type": "application/json"}
+                )
+            else:
+                response = http.post("/chat/completions", json=body)
+            assert 400 <= response.status_code < 500, (name, response.text)
+            error = response.json()["error"]
+            assert error["message"], name
+            assert error["type"] == "invalid_request_error", name
+        assert http.get("/nope").json()["error"]["message"] == "Not Found"
+    [after] = ask_many(server, frames[:1])
+    assert after.kind is OutcomeKind.OK
+
+
+def test_load_200_requests_at_concurrency_8_without_errors_or_leaks(
+    frames: list[np.ndarray],
+) -> None:
+    """A bounded load check (the figures for docs/benchmarks.md come from
+    scripts/bench_lvlm_server.py, which runs the same load and reports p50/p95)."""
+    with lvlm_server("--detector-model", str(DETECTOR), "--max-concurrency", "8") as url:
+        start = time.monotonic()
+        outcomes = ask_many(url, [frames[i % len(frames)] for i in range(200)], concurrency=8)
+        elapsed = time.monotonic() - start
+        health = httpx.get(url.removesuffix("/v1") + "/health").json()
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        established = _established_connections_to(port)
+    assert [o.kind for o in outcomes].count(OutcomeKind.OK) == 200, {o.error for o in outcomes}
+    assert health["in_flight"] == 0
+    assert health["served"] >= 200
+    assert established == 0, f"{established} connections left open after the client closed"
+    assert elapsed < 240
+
+
+def _established_connections_to(port: int) -> int:
+    """ESTABLISHED TCP connections from this process's side to ``port`` (Linux /proc)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            remote_port = int(fields[2].split(":")[1], 16)
+            if remote_port == port and fields[3] == "01":
+                count += 1
+    return count

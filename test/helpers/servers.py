@@ -1,0 +1,73 @@
+"""Start the package's LVLM server as a real process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def lvlm_server(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60.0, port: int | None = None
+) -> Iterator[str]:
+    """Run ``spotvlm-lvlm-server ARGS`` until the block ends; yields its base URL (…/v1)."""
+    port = port or free_port()
+    log = open(ROOT / "log" / f"lvlm-server-{port}.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spotvlm_ros.cloud.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *args,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:  # wait for readiness, not a fixed time
+            if proc.poll() is not None:
+                log.flush()
+                raise RuntimeError(
+                    f"LVLM server exited with {proc.returncode}: "
+                    + (ROOT / "log" / f"lvlm-server-{port}.log").read_text()[-2000:]
+                )
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"LVLM server not ready within {timeout} s") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
