@@ -112,3 +112,14 @@ def test_live_pending_is_bounded() -> None:
         forced += live.register(S(float(i)))
     assert live.pending() == 3
     assert [d.stamp for d in forced] == [S(0.0), S(1.0)]
+
+
+def test_live_failed_upload_settles_a_frame_with_an_in_time_svlm_answer() -> None:
+    live = LiveArbiter(Arbiter(1.0))
+    live.register(T)
+    live.expect_lvlm(T)
+    assert live.offer(T, svlm(100.2)) is None
+    decision = live.expect_lvlm(T, False)
+    assert decision is not None
+    assert decision.source is Source.SVLM
+    assert live.pending() == 0

@@ -97,10 +97,17 @@ class LiveArbiter:
             forced.append(self._finish(oldest))
         return forced
 
-    def expect_lvlm(self, stamp: Stamp, expected: bool = True) -> None:
-        """Say whether an LVLM answer may still come for the frame (it was uploaded)."""
-        if stamp in self._pending:
-            self._pending[stamp].lvlm_expected = expected
+    def expect_lvlm(self, stamp: Stamp, expected: bool = True) -> Decision | None:
+        """Say whether an LVLM answer may still come for the frame (it was uploaded, or its
+        request failed); returns the frame's decision if that settles it."""
+        pending = self._pending.get(stamp)
+        if pending is None:
+            return None
+        pending.lvlm_expected = expected
+        in_time = any(self.arbiter.in_time(stamp, c) for c in pending.candidates)
+        if not expected and in_time:
+            return self._finish(stamp)
+        return None
 
     def offer(self, stamp: Stamp, candidate: Candidate) -> Decision | None:
         """Offer an answer; returns the frame's decision if it is now settled."""

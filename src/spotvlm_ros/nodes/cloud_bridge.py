@@ -1,0 +1,257 @@
+"""cloud_bridge: uploads frames to the cloud LVLM under the upload policy, publishes results.
+
+Requests run on an asyncio loop in a background thread, at most ``max_in_flight`` at once;
+every request ends in an LvlmResult stamped with its source frame's stamp (ok, timeout,
+error or rejected), so the graph survives a server that is down, slow or talks garbage.
+Health and latency statistics go to /diagnostics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+from std_msgs.msg import Header
+
+from spotvlm_msgs.msg import Frame, LvlmResult
+from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, LvlmOutcome, OutcomeKind
+from spotvlm_ros.core.parsing import Coordinates
+from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
+from spotvlm_ros.core.task import DEFAULT_QUESTION
+from spotvlm_ros.imaging import ImageError
+from spotvlm_ros.ros import qos, topics
+from spotvlm_ros.ros.convert import image_to_rgb, rois_to_msgs, stamp_of
+from spotvlm_ros.ros.params import declare
+from spotvlm_ros.ros.spin import StartupError, run_node
+
+STATUS_OF = {
+    OutcomeKind.OK: LvlmResult.STATUS_OK,
+    OutcomeKind.TIMEOUT: LvlmResult.STATUS_TIMEOUT,
+    OutcomeKind.REJECTED: LvlmResult.STATUS_REJECTED,
+    OutcomeKind.BUSY: LvlmResult.STATUS_REJECTED,
+}
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """cloud_bridge's parameters (besides the client's)."""
+
+    question: str
+    max_input_pixels: int
+
+
+class CloudBridge(Node):
+    """Uploads frames and publishes the LVLM's late answers."""
+
+    def __init__(self) -> None:
+        super().__init__("cloud_bridge")
+        try:
+            client_config = LvlmClientConfig(
+                base_url=declare(
+                    self,
+                    "base_url",
+                    "http://127.0.0.1:8000/v1",
+                    "OpenAI-compatible API root of the LVLM server",
+                ),
+                model=declare(self, "model", "Qwen/Qwen2.5-VL-72B-Instruct", "served model name"),
+                api_key_env=declare(
+                    self, "api_key_env", "", "NAME of the environment variable holding the API key"
+                ),
+                timeout=declare(
+                    self, "timeout_s", 10.0, "per-request timeout [s]", low=0.1, high=600.0
+                ),
+                max_in_flight=declare(
+                    self, "max_in_flight", 2, "requests outstanding at once", low=1, high=64
+                ),
+                max_pixels=declare(
+                    self,
+                    "upload_max_pixels",
+                    28 * 28 * 1280,
+                    "uploaded frames are resized to at most this [px]",
+                    low=784,
+                    high=2**31 - 1,
+                ),
+                jpeg_quality=declare(
+                    self, "jpeg_quality", 90, "JPEG quality of uploads", low=1, high=100
+                ),
+                coordinates=Coordinates(
+                    declare(
+                        self,
+                        "coordinates",
+                        "absolute",
+                        "box coordinates of the model: absolute or relative_1000",
+                    )
+                ),
+                task_vocabulary=declare(
+                    self, "task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco"
+                ),
+            )
+            policy_config = UploadPolicyConfig(
+                mode=UploadMode(
+                    declare(
+                        self,
+                        "upload_mode",
+                        "latency_adaptive",
+                        "every_frame, latency_adaptive or fixed_stride",
+                    )
+                ),
+                max_in_flight=client_config.max_in_flight,
+                stride=declare(
+                    self,
+                    "upload_stride",
+                    2,
+                    "fixed_stride: upload every Nth frame",
+                    low=1,
+                    high=1000,
+                ),
+            )
+        except ValueError as exc:
+            raise StartupError(f"cloud_bridge: bad parameter: {exc}") from exc
+        self.config = BridgeConfig(
+            question=declare(
+                self, "question", DEFAULT_QUESTION, "the question asked about every frame"
+            ),
+            max_input_pixels=declare(
+                self,
+                "max_input_pixels",
+                4096 * 4096,
+                "larger frames are refused",
+                low=1,
+                high=2**31 - 1,
+            ),
+        )
+        self.client_config = client_config
+        self.policy = UploadPolicy(policy_config)
+        self._policy_lock = threading.Lock()
+        self.outcomes: Counter[str] = Counter()
+        self._latencies: deque[float] = deque(maxlen=50)
+        self._last_error = ""
+        self.skipped = 0
+        self._results = self.create_publisher(LvlmResult, topics.LVLM_RESULT, qos.RESULTS)
+        self._uploads = self.create_publisher(Header, topics.UPLOADS, qos.RESULTS)
+        self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="lvlm_client", daemon=True
+        )
+        self._thread.start()
+        self._client = asyncio.run_coroutine_threadsafe(self._make_client(), self._loop).result()
+        self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
+        self.create_timer(1.0, self._publish_diagnostics)
+        self.get_logger().info(
+            f"LVLM {client_config.model} at {client_config.base_url}; "
+            f"upload {policy_config.mode.value}, "
+            f"max {client_config.max_in_flight} in flight, timeout {client_config.timeout} s"
+        )
+
+    async def _make_client(self) -> LvlmClient:
+        return LvlmClient(self.client_config)
+
+    def _on_frame(self, frame: Frame) -> None:
+        stamp = stamp_of(frame.header.stamp)
+        now = self.get_clock().now().nanoseconds
+        with self._policy_lock:
+            decision = self.policy.decide(stamp, now)
+            if not decision.upload:
+                self.skipped += 1
+                return
+            self.policy.on_sent(stamp, now)
+        try:
+            rgb = image_to_rgb(frame.image, self.config.max_input_pixels)
+        except ImageError as exc:
+            with self._policy_lock:
+                self.policy.on_finished(stamp, None)
+            self._publish(frame, LvlmOutcome(OutcomeKind.BAD_INPUT, 0.0, error=str(exc)))
+            return
+        self._uploads.publish(Header(stamp=frame.header.stamp, frame_id=frame.header.frame_id))
+        future = asyncio.run_coroutine_threadsafe(
+            self._client.ask(rgb, self.config.question), self._loop
+        )
+        future.add_done_callback(lambda f, frame=frame: self._on_done(frame, f))
+
+    def _on_done(self, frame: Frame, future: object) -> None:
+        try:
+            outcome = future.result()  # type: ignore[attr-defined]
+        except Exception as exc:  # the client never raises; this guards the bridge anyway
+            outcome = LvlmOutcome(OutcomeKind.HTTP_ERROR, 0.0, error=repr(exc))
+        with self._policy_lock:
+            # A timeout counts as the time waited: the cloud is at least that slow now.
+            self.policy.on_finished(stamp_of(frame.header.stamp), outcome.latency or None)
+        self._publish(frame, outcome)
+
+    def _publish(self, frame: Frame, outcome: LvlmOutcome) -> None:
+        self.outcomes[outcome.kind.value] += 1
+        if outcome.ok:
+            self._latencies.append(outcome.latency)
+        else:
+            self._last_error = f"{outcome.kind.value}: {outcome.error}"[:300]
+            self.get_logger().warning(
+                f"LVLM request for frame {frame.seq} failed: {self._last_error}",
+                throttle_duration_sec=5.0,
+            )
+        msg = LvlmResult(header=frame.header, frame_seq=frame.seq, question=self.config.question)
+        msg.receive_time = self.get_clock().now().to_msg()
+        msg.latency = float(outcome.latency)
+        msg.answer = outcome.answer
+        msg.labels = sorted(outcome.labels)
+        msg.rois = rois_to_msgs(outcome.rois)
+        msg.model = outcome.model or self.client_config.model
+        msg.status = STATUS_OF.get(outcome.kind, LvlmResult.STATUS_ERROR)
+        msg.error = "" if outcome.ok else f"{outcome.kind.value}: {outcome.error}"
+        self._results.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        status = DiagnosticStatus(
+            name="spotvlm: cloud_bridge", hardware_id=self.client_config.base_url
+        )
+        total = sum(self.outcomes.values())
+        failures = total - self.outcomes["ok"]
+        recent = list(self._latencies)
+        if total == 0:
+            status.level, status.message = DiagnosticStatus.OK, "no requests yet"
+        elif self.outcomes["ok"] == 0:
+            status.level, status.message = (
+                DiagnosticStatus.ERROR,
+                f"no answer yet: {self._last_error}",
+            )
+        else:
+            status.level = DiagnosticStatus.WARN if failures else DiagnosticStatus.OK
+            status.message = f"{self.outcomes['ok']} ok, {failures} failed"
+        values = {
+            "in_flight": self.policy.in_flight,
+            "skipped_by_policy": self.skipped,
+            "last_latency_s": f"{self.policy.last_latency:.3f}" if self.policy.last_latency else "",
+            "p50_latency_s": f"{statistics.median(recent):.3f}" if recent else "",
+            "max_latency_s": f"{max(recent):.3f}" if recent else "",
+            "last_error": self._last_error,
+            **{f"outcome_{k}": v for k, v in sorted(self.outcomes.items())},
+        }
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diagnostics.publish(array)
+
+    def close(self) -> None:
+        """Close the HTTP client and stop its loop."""
+        try:
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=5.0)
+        except Exception as exc:
+            self.get_logger().warning(f"closing the LVLM client: {exc!r}")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5.0)
+        self.get_logger().info(f"LVLM outcomes: {dict(self.outcomes)}, skipped {self.skipped}")
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run cloud_bridge until shutdown."""
+    return run_node(CloudBridge, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

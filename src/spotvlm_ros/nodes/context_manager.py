@@ -1,0 +1,292 @@
+"""context_manager: owns the history and the ROIs, and decides each frame's final answer.
+
+- context replacement: late LVLM answers replace the SVLM's own turns (core.context);
+- compression of the history into the SVLM's prompt budget (core.compression);
+- ROI hand-over: the newest LVLM ROIs go to the SVLM with their source stamp;
+- real-time arbitration of every frame against the deadline (core.arbiter);
+- an overlay image and ImageMarker boxes for RViz / Foxglove.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from geometry_msgs.msg import Point
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+from visualization_msgs.msg import ImageMarker
+
+from spotvlm_msgs.msg import Answer, ContextUpdate, Frame, LvlmResult, SvlmResult
+from spotvlm_ros.core.arbiter import Arbiter, Candidate, Decision, LiveArbiter
+from spotvlm_ros.core.compression import ContextCompressor
+from spotvlm_ros.core.context import ContextConfig, ContextReplacement, ReplacementOutcome
+from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
+from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
+from spotvlm_ros.ros import qos, topics
+from spotvlm_ros.ros.convert import (
+    entries_to_msgs,
+    image_to_rgb,
+    rgb_to_image,
+    rois_from_msgs,
+    rois_to_msgs,
+    stamp_of,
+    to_time,
+)
+from spotvlm_ros.ros.params import declare
+from spotvlm_ros.ros.spin import StartupError, run_node
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    """context_manager's parameters."""
+
+    question: str
+    deadline_s: float
+    context_budget_tokens: int
+    publish_overlay: bool
+    frames_kept: int
+
+
+class ContextManager(Node):
+    """History, ROIs, arbitration and overlays."""
+
+    def __init__(self) -> None:
+        super().__init__("context_manager")
+        try:
+            context_config = ContextConfig(
+                max_entries=declare(
+                    self, "history_size", 2, "K: history turns kept", low=1, high=64
+                ),
+                delta=declare(
+                    self,
+                    "max_delay_s",
+                    10.0,
+                    "delta: the latest an LVLM answer may arrive (and age) to be used [s]",
+                    low=0.0,
+                    high=3600.0,
+                ),
+            )
+        except ValueError as exc:
+            raise StartupError(f"context_manager: bad parameter: {exc}") from exc
+        self.config = ManagerConfig(
+            question=declare(
+                self, "question", DEFAULT_QUESTION, "the question asked about every frame"
+            ),
+            deadline_s=declare(
+                self,
+                "deadline_s",
+                DEFAULT_DEADLINE_S,
+                "real-time deadline [s]",
+                low=0.01,
+                high=60.0,
+            ),
+            context_budget_tokens=declare(
+                self,
+                "context_budget_tokens",
+                96,
+                "the compressed history's budget [words]",
+                low=0,
+                high=100000,
+            ),
+            publish_overlay=declare(self, "publish_overlay", True, "publish the overlay image"),
+            frames_kept=declare(
+                self, "frames_kept", 16, "frames kept for overlays", low=1, high=1000
+            ),
+        )
+        self.history = ContextReplacement(context_config)
+        self.compressor = ContextCompressor(self.config.context_budget_tokens)
+        self.arbiter = LiveArbiter(Arbiter(self.config.deadline_s))
+        self._lock = threading.Lock()
+        self._frames: OrderedDict[Stamp, Frame] = OrderedDict()
+        self._roi_sets: OrderedDict[Stamp, list[Roi]] = OrderedDict()
+        self._latest_rois: tuple[Stamp, list[Roi]] | None = None
+        self._svlm_rois: dict[Stamp, Stamp] = {}  # frame -> ROI source stamp the SVLM used
+        self._revision = 0
+        self.answers = {s.name: 0 for s in Source}
+        self._answers = self.create_publisher(Answer, topics.ANSWER, qos.RESULTS)
+        self._context = self.create_publisher(ContextUpdate, topics.CONTEXT, qos.LATCHED)
+        self._overlay = self.create_publisher(Image, topics.OVERLAY, qos.RESULTS)
+        self._markers = self.create_publisher(ImageMarker, topics.ROI_MARKERS, qos.RESULTS)
+        self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
+        self.create_subscription(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
+        self.create_subscription(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS)
+        self.create_subscription(Header, topics.UPLOADS, self._on_upload, qos.RESULTS)
+        self.create_timer(0.02, self._on_tick)
+        self.get_logger().info(
+            f"history K={context_config.max_entries}, delta {context_config.delta} s, "
+            f"deadline {self.config.deadline_s} s"
+        )
+
+    # --- inputs -------------------------------------------------------------------------
+
+    def _now(self) -> Stamp:
+        return self.get_clock().now().nanoseconds
+
+    def _on_frame(self, frame: Frame) -> None:
+        stamp = stamp_of(frame.header.stamp)
+        with self._lock:
+            self._frames[stamp] = frame
+            while len(self._frames) > self.config.frames_kept:
+                self._frames.popitem(last=False)
+            forced = self.arbiter.register(stamp)
+        self._emit(forced)
+
+    def _on_upload(self, header: Header) -> None:
+        with self._lock:
+            self.arbiter.expect_lvlm(stamp_of(header.stamp))
+
+    def _on_svlm(self, result: SvlmResult) -> None:
+        stamp = stamp_of(result.header.stamp)
+        decided: list[Decision] = []
+        with self._lock:
+            if result.roi_used:
+                self._svlm_rois[stamp] = stamp_of(result.roi_source_stamp)
+            if result.status == SvlmResult.STATUS_OK:
+                self.history.add_svlm(stamp, result.question, result.answer)
+                candidate = Candidate(
+                    Source.SVLM, result.answer, frozenset(result.labels), self._now()
+                )
+                decision = self.arbiter.offer(stamp, candidate)
+                decided = [decision] if decision else []
+                update = self._context_update()
+            else:
+                update = None
+        self._emit(decided)
+        if update is not None:
+            self._context.publish(update)
+
+    def _on_lvlm(self, result: LvlmResult) -> None:
+        stamp = stamp_of(result.header.stamp)
+        arrival = self._now()
+        decided: list[Decision] = []
+        with self._lock:
+            if result.status != LvlmResult.STATUS_OK:
+                # No LVLM answer will come: an SVLM answer that arrived in time is final now.
+                decision = self.arbiter.expect_lvlm(stamp, False)
+                decided = [decision] if decision else []
+                update = None
+            else:
+                outcome = self.history.replace(stamp, result.answer, arrival, result.question)
+                if outcome is ReplacementOutcome.STALE:
+                    self.get_logger().info(
+                        f"LVLM answer for frame {result.frame_seq} arrived "
+                        f"{seconds_between(stamp, arrival):.1f} s late (> delta): not used",
+                        throttle_duration_sec=10.0,
+                    )
+                rois = rois_from_msgs(result.rois)
+                if rois and outcome in (ReplacementOutcome.REPLACED, ReplacementOutcome.INSERTED):
+                    self._latest_rois = (stamp, rois)
+                    self._roi_sets[stamp] = rois
+                    while len(self._roi_sets) > self.config.frames_kept:
+                        self._roi_sets.popitem(last=False)
+                candidate = Candidate(Source.LVLM, result.answer, frozenset(result.labels), arrival)
+                decision = self.arbiter.offer(stamp, candidate)
+                decided = [decision] if decision else []
+                update = self._context_update()
+        self._emit(decided)
+        if update is not None:
+            self._context.publish(update)
+
+    def _on_tick(self) -> None:
+        with self._lock:
+            decided = self.arbiter.due(self._now())
+        self._emit(decided)
+
+    # --- outputs ------------------------------------------------------------------------
+
+    def _context_update(self) -> ContextUpdate:
+        now = self._now()
+        entries = self.history.entries()
+        compressed = self.compressor.compress(entries, now)
+        self._revision += 1
+        update = ContextUpdate(revision=self._revision, context_text=compressed.text)
+        update.header.stamp = to_time(now)
+        update.history = entries_to_msgs(compressed.entries)
+        if self._latest_rois is not None:
+            update.roi_source_stamp = to_time(self._latest_rois[0])
+            update.rois = rois_to_msgs(self._latest_rois[1])
+        return update
+
+    def _emit(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            with self._lock:
+                frame = self._frames.get(decision.stamp)
+                roi_stamp = self._svlm_rois.pop(decision.stamp, None)
+                rois = self._roi_sets.get(roi_stamp, []) if roi_stamp is not None else []
+            self.answers[decision.source.name] += 1
+            answer = Answer(
+                question=self.config.question,
+                answer=decision.answer,
+                labels=sorted(decision.labels),
+                source=int(decision.source),
+                deadline_met=decision.deadline_met,
+                latency=float(decision.latency),
+                deadline=self.config.deadline_s,
+            )
+            if frame is not None:
+                answer.header, answer.frame_seq = frame.header, frame.seq
+            else:
+                answer.header.stamp = to_time(decision.stamp)
+            self._answers.publish(answer)
+            if frame is not None and self.config.publish_overlay:
+                self._publish_overlay(frame, decision, rois, roi_stamp)
+
+    def _publish_overlay(
+        self, frame: Frame, decision: Decision, rois: list[Roi], roi_stamp: Stamp | None
+    ) -> None:
+        from spotvlm_ros.imaging import ImageError
+        from spotvlm_ros.overlay import draw_overlay
+
+        try:
+            rgb = image_to_rgb(frame.image, 2**31 - 1)
+        except ImageError:
+            return
+        age = seconds_between(roi_stamp, decision.stamp) if roi_stamp is not None else None
+        drawn = draw_overlay(rgb, rois, age, decision.answer, decision.source, decision.latency)
+        image = rgb_to_image(drawn, "bgr8")
+        image.header = frame.header
+        self._overlay.publish(image)
+        for i, roi in enumerate(rois):
+            marker = ImageMarker(
+                header=frame.header,
+                ns="spotvlm_rois",
+                id=i,
+                type=ImageMarker.POLYGON,
+                action=ImageMarker.ADD,
+                scale=2.0,
+            )
+            marker.outline_color.r, marker.outline_color.g, marker.outline_color.a = 1.0, 0.8, 1.0
+            marker.lifetime.sec = 2
+            b = roi.box
+            marker.points = [
+                Point(x=b.x1, y=b.y1),
+                Point(x=b.x2, y=b.y1),
+                Point(x=b.x2, y=b.y2),
+                Point(x=b.x1, y=b.y2),
+            ]
+            self._markers.publish(marker)
+
+    def close(self) -> None:
+        """Decide what is still pending and log the totals."""
+        with self._lock:
+            decided = self.arbiter.due(self._now() + int(self.config.deadline_s * 2e9))
+        self._emit(decided)
+        c = self.history.counters
+        self.get_logger().info(
+            f"answers by source {self.answers}; LVLM answers: {c.replaced} replaced, "
+            f"{c.inserted} inserted, {c.stale} stale, {c.duplicate} duplicate, "
+            f"{c.superseded} superseded"
+        )
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run context_manager until shutdown."""
+    return run_node(ContextManager, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""svlm_node: the on-board model answers every frame it can start before the deadline.
+
+Inference runs in a worker thread, so the executor keeps serving parameter requests and
+context updates while the model is busy. At most one frame waits for the worker: a newer
+frame replaces it, and every frame that is not answered is reported (status DROPPED),
+never queued without bound and never silently lost.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass
+
+from rclpy.node import Node
+
+from spotvlm_msgs.msg import ContextUpdate, Frame, SvlmResult
+from spotvlm_ros.core.task import DEFAULT_QUESTION
+from spotvlm_ros.core.types import NS_PER_S, seconds_between
+from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.imaging import ImageError
+from spotvlm_ros.ros import qos, topics
+from spotvlm_ros.ros.convert import image_to_rgb, rois_from_msgs, stamp_of
+from spotvlm_ros.ros.params import declare
+from spotvlm_ros.ros.spin import StartupError, run_node
+
+
+@dataclass(frozen=True)
+class SvlmNodeConfig:
+    """svlm_node's parameters (those not passed through to the backend)."""
+
+    question: str
+    task_vocabulary: str
+    deadline_s: float
+    ggvr: bool
+    gtvr: bool
+    roi_max_age_s: float
+    history_form: str
+    max_pixels_in: int
+
+
+class SvlmNode(Node):
+    """Runs the SVLM backend on the frames."""
+
+    def __init__(self) -> None:
+        super().__init__("svlm_node")
+        from spotvlm_ros.svlm.qwen import MODEL_PARAMETER, QwenSvlm, QwenSvlmConfig, SvlmError
+
+        d = self.declare_and_read
+        model = d(
+            MODEL_PARAMETER, "", "Qwen2.5-VL model folder (or hub id where the hub is reachable)"
+        )
+        backend_config_args = dict(  # noqa: C408 - keyword names mirror QwenSvlmConfig
+            model=model,
+            device=d("device", "auto", "auto, cpu, cuda, cuda:N"),
+            dtype=d(
+                "dtype",
+                "auto",
+                "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16",
+            ),
+            min_pixels=d("min_pixels", 56 * 56, "smallest resized image [px]", 784, 2**31 - 1),
+            max_pixels=d("max_pixels", 448 * 448, "largest resized image [px]", 784, 2**31 - 1),
+            max_new_tokens=d("max_new_tokens", 32, "answer length limit [tokens]", 1, 4096),
+            min_focus_tokens=d(
+                "min_focus_tokens", 4, "GGVR falls back below this many tokens", 1, 100000
+            ),
+            gtvr_mu=d("gtvr_mu", 10.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
+            gtvr_b=d("gtvr_b", -5.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
+            gtvr_alpha=d("gtvr_alpha", 0.5, "GTVR: t' = alpha W_s t + (1 - alpha) t", 0.0, 1.0),
+            feature_cache_frames=d(
+                "feature_cache_frames", 24, "frames of features kept for GTVR", 1, 1000
+            ),
+        )
+        self.config = SvlmNodeConfig(
+            question=d("question", DEFAULT_QUESTION, "the question asked about every frame"),
+            task_vocabulary=d("task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco"),
+            deadline_s=d(
+                "deadline_s",
+                1.0,
+                "a frame not started within this of its stamp is dropped [s]",
+                0.01,
+                60.0,
+            ),
+            ggvr=d("ggvr", True, "grounding-guided token pruning with the cloud's ROIs"),
+            gtvr=d("gtvr", True, "grounding-tracked token reweighting with the cloud's ROIs"),
+            roi_max_age_s=d(
+                "roi_max_age_s", 10.0, "ROIs older than this are not used [s]", 0.0, 3600.0
+            ),
+            history_form=d(
+                "history_form",
+                "text",
+                "context as 'text' in the prompt or as previous 'chat' turns",
+            ),
+            max_pixels_in=d(
+                "max_input_pixels", 4096 * 4096, "larger frames are refused", 1, 2**31 - 1
+            ),
+        )
+        try:
+            self.vocabulary = vocabulary(self.config.task_vocabulary)
+            if self.config.history_form not in ("text", "chat"):
+                raise ValueError(
+                    f"history_form must be 'text' or 'chat', got {self.config.history_form!r}"
+                )
+            self.backend = QwenSvlm.load(QwenSvlmConfig(**backend_config_args))
+        except (SvlmError, ValueError) as exc:
+            raise StartupError(f"svlm_node cannot start: {exc}") from exc
+        self.model_name = model + (
+            " (RANDOM TEST MODEL: meaningless answers)" if self.backend.is_test_model else ""
+        )
+        if self.backend.is_test_model:
+            self.get_logger().warning(
+                f"{model} is a randomly initialised TEST model: every answer is meaningless. "
+                f"Set the parameter `{MODEL_PARAMETER}` to a Qwen2.5-VL folder for real answers."
+            )
+        self._lock = threading.Condition()
+        self._pending: Frame | None = None
+        self._context: ContextUpdate | None = None
+        self._closing = False
+        self.counts = {"answered": 0, "dropped": 0, "errors": 0}
+        self._publisher = self.create_publisher(SvlmResult, topics.SVLM_RESULT, qos.RESULTS)
+        self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
+        self.create_subscription(ContextUpdate, topics.CONTEXT, self._on_context, qos.LATCHED)
+        self._worker = threading.Thread(target=self._work, name="svlm_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"SVLM {model} ready on {self.backend.device}; "
+            f"GGVR {'on' if self.config.ggvr else 'off'}, "
+            f"GTVR {'on' if self.config.gtvr else 'off'}, "
+            f"deadline {self.config.deadline_s} s"
+        )
+
+    def declare_and_read(
+        self,
+        name: str,
+        default: object,
+        description: str,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> object:
+        """Declare one parameter (with its range) and return its value."""
+        return declare(self, name, default, description, low=low, high=high)
+
+    # --- callbacks (executor threads) ---------------------------------------------------
+
+    def _on_frame(self, frame: Frame) -> None:
+        with self._lock:
+            replaced, self._pending = self._pending, frame
+            self._lock.notify()
+        if replaced is not None:
+            self._publish_dropped(replaced, "superseded by a newer frame while the model was busy")
+
+    def _on_context(self, update: ContextUpdate) -> None:
+        with self._lock:
+            self._context = update
+
+    def close(self) -> None:
+        """Stop the worker (it finishes the frame in progress)."""
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._worker.join(timeout=30.0)
+        self.get_logger().info(f"SVLM results: {self.counts}")
+
+    # --- worker -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while self._pending is None and not self._closing:
+                    self._lock.wait()
+                if self._closing:
+                    return
+                frame, self._pending = self._pending, None
+                context = self._context
+            try:
+                self._process(frame, context)
+            except Exception as exc:  # the worker must survive anything the backend throws
+                self.get_logger().error(f"SVLM failed on frame {frame.seq}: {exc!r}")
+                self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=repr(exc)))
+
+    def _process(self, frame: Frame, context: ContextUpdate | None) -> None:
+        from spotvlm_ros.svlm.qwen import Focus, SvlmError
+
+        stamp = stamp_of(frame.header.stamp)
+        started = self.get_clock().now().nanoseconds
+        waited = seconds_between(stamp, started)
+        if waited > self.config.deadline_s:
+            self._publish_dropped(
+                frame, f"could not start before the deadline ({waited:.2f} s after its stamp)"
+            )
+            return
+        try:
+            rgb = image_to_rgb(frame.image, self.config.max_pixels_in)
+        except ImageError as exc:
+            self.counts["errors"] += 1
+            self.get_logger().warning(f"frame {frame.seq}: {exc}", throttle_duration_sec=5.0)
+            self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=str(exc)))
+            return
+        focus = None
+        history_msgs: list = []
+        context_text = ""
+        if context is not None:
+            history_msgs = [h for h in context.history if stamp_of(h.stamp) < stamp]
+            context_text = context.context_text
+            roi_stamp = stamp_of(context.roi_source_stamp)
+            if (
+                context.rois
+                and roi_stamp < stamp
+                and seconds_between(roi_stamp, stamp) <= self.config.roi_max_age_s
+            ):
+                focus = Focus(rois_from_msgs(context.rois), roi_stamp)
+        chat = []
+        if self.config.history_form == "chat":
+            for h in history_msgs:
+                chat += [
+                    {"role": "user", "content": h.question},
+                    {"role": "assistant", "content": h.answer},
+                ]
+            context_text = ""
+        try:
+            out = self.backend.infer(
+                rgb,
+                self.config.question,
+                stamp=stamp,
+                context_text=context_text,
+                history=chat,
+                focus=focus,
+                ggvr=self.config.ggvr and focus is not None,
+                gtvr=self.config.gtvr and focus is not None,
+            )
+        except SvlmError as exc:
+            self.counts["errors"] += 1
+            self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=str(exc)))
+            return
+        result = self._result(frame, SvlmResult.STATUS_OK)
+        result.answer = out.answer
+        result.labels = sorted(self.vocabulary.parse_answer(out.answer))
+        result.inference_latency = out.latency
+        result.queue_delay = max(0.0, (started - stamp_of(frame.ingest_time)) / NS_PER_S)
+        result.visual_tokens_used = out.visual_tokens_used
+        result.visual_tokens_full = out.visual_tokens_full
+        result.history_used = history_msgs
+        result.roi_used = out.ggvr_applied or out.gtvr_applied
+        if focus is not None:
+            result.roi_source_stamp = context.roi_source_stamp  # type: ignore[union-attr]
+        result.ggvr_applied = out.ggvr_applied
+        result.gtvr_applied = out.gtvr_applied
+        result.focus_note = out.focus_note
+        self.counts["answered"] += 1
+        self._publish(result)
+
+    def _result(self, frame: Frame, status: int, error: str = "") -> SvlmResult:
+        result = SvlmResult(header=frame.header, frame_seq=frame.seq, question=self.config.question)
+        result.model, result.status, result.error = self.model_name, status, error
+        return result
+
+    def _publish_dropped(self, frame: Frame, why: str) -> None:
+        self.counts["dropped"] += 1
+        self.get_logger().warning(f"dropped frame {frame.seq}: {why}", throttle_duration_sec=5.0)
+        self._publish(self._result(frame, SvlmResult.STATUS_DROPPED, error=why))
+
+    def _publish(self, result: SvlmResult) -> None:
+        self._publisher.publish(result)
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run svlm_node until shutdown."""
+    return run_node(SvlmNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

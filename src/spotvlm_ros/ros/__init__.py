@@ -1,0 +1,1 @@
+"""ROS glue shared by the nodes: message <-> core conversions, parameters, QoS."""

@@ -1,0 +1,107 @@
+"""Conversions between spotvlm_msgs / sensor_msgs and the core's types, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+
+from spotvlm_msgs.msg import HistoryEntry as HistoryEntryMsg
+from spotvlm_msgs.msg import Roi as RoiMsg
+from spotvlm_ros.core.context import HistoryEntry
+from spotvlm_ros.core.types import NS_PER_S, Box, Roi, Source, Stamp
+from spotvlm_ros.imaging import decode_compressed, raw_to_rgb
+
+
+def stamp_of(time: Time) -> Stamp:
+    """A core stamp (ns) from a ROS time."""
+    return int(time.sec) * NS_PER_S + int(time.nanosec)
+
+
+def to_time(stamp: Stamp) -> Time:
+    """A ROS time from a core stamp (ns)."""
+    sec, nanosec = divmod(int(stamp), NS_PER_S)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def roi_to_msg(roi: Roi) -> RoiMsg:
+    """A Roi message; the box is rounded outwards to whole pixels."""
+    x1, y1 = int(np.floor(roi.box.x1)), int(np.floor(roi.box.y1))
+    x2, y2 = int(np.ceil(roi.box.x2)), int(np.ceil(roi.box.y2))
+    msg = RoiMsg(label=roi.label, score=float(roi.score))
+    msg.box = RegionOfInterest(
+        x_offset=max(0, x1), y_offset=max(0, y1), width=max(0, x2 - x1), height=max(0, y2 - y1)
+    )
+    msg.track_id = RoiMsg.TRACK_ID_NONE if roi.track_id is None else int(roi.track_id)
+    return msg
+
+
+def roi_from_msg(msg: RoiMsg) -> Roi:
+    """A core Roi from a message."""
+    b = msg.box
+    box = Box(
+        float(b.x_offset),
+        float(b.y_offset),
+        float(b.x_offset + b.width),
+        float(b.y_offset + b.height),
+    )
+    track = None if msg.track_id == RoiMsg.TRACK_ID_NONE else int(msg.track_id)
+    return Roi(msg.label, box, float(msg.score), track)
+
+
+def rois_to_msgs(rois: Iterable[Roi]) -> list[RoiMsg]:
+    """Messages for several ROIs."""
+    return [roi_to_msg(r) for r in rois]
+
+
+def rois_from_msgs(msgs: Iterable[RoiMsg]) -> list[Roi]:
+    """Core ROIs from several messages."""
+    return [roi_from_msg(m) for m in msgs]
+
+
+def entry_to_msg(entry: HistoryEntry) -> HistoryEntryMsg:
+    """A HistoryEntry message."""
+    return HistoryEntryMsg(
+        stamp=to_time(entry.stamp),
+        question=entry.question,
+        answer=entry.answer,
+        source=int(entry.source),
+    )
+
+
+def entry_from_msg(msg: HistoryEntryMsg) -> HistoryEntry:
+    """A core HistoryEntry."""
+    return HistoryEntry(stamp_of(msg.stamp), msg.question, msg.answer, Source(msg.source))
+
+
+def entries_to_msgs(entries: Sequence[HistoryEntry]) -> list[HistoryEntryMsg]:
+    """Messages for a history, in order."""
+    return [entry_to_msg(e) for e in entries]
+
+
+def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
+    """(H, W, 3) RGB uint8 from an Image message; raises ImageError for bad input."""
+    return raw_to_rgb(
+        bytes(msg.data), int(msg.width), int(msg.height), msg.encoding, int(msg.step), max_pixels
+    )
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
+    """(H, W, 3) RGB uint8 from a CompressedImage message; raises ImageError for bad input."""
+    return decode_compressed(bytes(msg.data), max_pixels)
+
+
+def rgb_to_image(rgb: np.ndarray, encoding: str = "bgr8") -> Image:
+    """An Image message (bgr8 or rgb8) from an (H, W, 3) RGB uint8 array."""
+    pixels = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
+    height, width = rgb.shape[:2]
+    return Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=width * 3,
+        data=np.ascontiguousarray(pixels).tobytes(),
+    )

@@ -1,0 +1,13 @@
+"""Topic names of the graph (all relative to the node namespace, under spotvlm/)."""
+
+FRAME = "spotvlm/frame"
+SVLM_RESULT = "spotvlm/svlm_result"
+LVLM_RESULT = "spotvlm/lvlm_result"
+UPLOADS = "spotvlm/uploads"
+CONTEXT = "spotvlm/context"
+ANSWER = "spotvlm/answer"
+OVERLAY = "spotvlm/overlay"
+ROI_MARKERS = "spotvlm/roi_markers"
+GROUND_TRUTH = "spotvlm/ground_truth"
+DIAGNOSTICS = "/diagnostics"
+CAMERA = "/camera/image_raw"
