@@ -16,6 +16,8 @@ case ":${AMENT_PREFIX_PATH:-}:" in *":$VIRTUAL_ENV:"*) ;; *) export AMENT_PREFIX
 # shellcheck disable=SC1091
 . "$_spotvlm_root/install/setup.bash"
 export SPOTVLM_ROOT="$_spotvlm_root"
+# Camera-sized messages need a larger Fast DDS shared-memory segment (see config/fastdds.xml).
+export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_spotvlm_root/config/fastdds.xml}"
 # Without ros2cli there is no `ros2 run`: put the package's executables on PATH instead.
 case ":$PATH:" in *":$_spotvlm_root/install/spotvlm_ros/lib/spotvlm_ros:"*) ;; *) export PATH="$_spotvlm_root/install/spotvlm_ros/lib/spotvlm_ros:$PATH" ;; esac
 [ -n "$_spotvlm_nounset" ] && set -u

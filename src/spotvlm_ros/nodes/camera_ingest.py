@@ -113,15 +113,18 @@ class CameraIngest(Node):
             self._reject("old_stamp", f"stamp {age:.1f} s old (max_age_s {self.config.max_age_s})")
             return
         period_ns = NS_PER_S / self.config.rate_hz
-        # Admit at the task rate; 5 % slack so a camera at exactly the rate is not halved.
-        if self._last_admit_ns is not None and now - self._last_admit_ns < 0.95 * period_ns:
+        # Admit at the task rate, by the frames' own stamps (free of transport jitter); 10 %
+        # slack so that a camera running at exactly the task rate is not halved. A stamp
+        # that goes backwards (a bag starting over) restarts the throttle.
+        last = self._last_admit_ns
+        if last is not None and 0 <= stamp - last < 0.9 * period_ns:
             return
         try:
             image = self._validated(msg)
         except ImageError as exc:
             self._reject("bad_image", str(exc))
             return
-        self._last_admit_ns = now
+        self._last_admit_ns = stamp
         frame = Frame(header=msg.header, seq=self.admitted, image=image)
         frame.ingest_time = self.get_clock().now().to_msg()
         self.admitted += 1

@@ -108,7 +108,7 @@ class ContextManager(Node):
         self._revision = 0
         self.answers = {s.name: 0 for s in Source}
         self._answers = self.create_publisher(Answer, topics.ANSWER, qos.RESULTS)
-        self._context = self.create_publisher(ContextUpdate, topics.CONTEXT, qos.LATCHED)
+        self._context_pub = self.create_publisher(ContextUpdate, topics.CONTEXT, qos.LATCHED)
         self._overlay = self.create_publisher(Image, topics.OVERLAY, qos.RESULTS)
         self._markers = self.create_publisher(ImageMarker, topics.ROI_MARKERS, qos.RESULTS)
         self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
@@ -157,7 +157,7 @@ class ContextManager(Node):
                 update = None
         self._emit(decided)
         if update is not None:
-            self._context.publish(update)
+            self._context_pub.publish(update)
 
     def _on_lvlm(self, result: LvlmResult) -> None:
         stamp = stamp_of(result.header.stamp)
@@ -189,7 +189,7 @@ class ContextManager(Node):
                 update = self._context_update()
         self._emit(decided)
         if update is not None:
-            self._context.publish(update)
+            self._context_pub.publish(update)
 
     def _on_tick(self) -> None:
         with self._lock:

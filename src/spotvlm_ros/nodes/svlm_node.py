@@ -114,7 +114,7 @@ class SvlmNode(Node):
             )
         self._lock = threading.Condition()
         self._pending: Frame | None = None
-        self._context: ContextUpdate | None = None
+        self._latest_context: ContextUpdate | None = None
         self._closing = False
         self.counts = {"answered": 0, "dropped": 0, "errors": 0}
         self._publisher = self.create_publisher(SvlmResult, topics.SVLM_RESULT, qos.RESULTS)
@@ -151,7 +151,7 @@ class SvlmNode(Node):
 
     def _on_context(self, update: ContextUpdate) -> None:
         with self._lock:
-            self._context = update
+            self._latest_context = update
 
     def close(self) -> None:
         """Stop the worker (it finishes the frame in progress)."""
@@ -171,7 +171,7 @@ class SvlmNode(Node):
                 if self._closing:
                     return
                 frame, self._pending = self._pending, None
-                context = self._context
+                context = self._latest_context
             try:
                 self._process(frame, context)
             except Exception as exc:  # the worker must survive anything the backend throws

@@ -304,12 +304,13 @@ class QwenSvlm:
         )  # (3, 1, L)
 
         features = self.visual_features(pixel_values, grid_thw)  # (N, D)
+        if stamp is not None:
+            # The encoder's own features: what a later frame's GTVR compares against.
+            self._remember(stamp, features, grid)
         notes: list[str] = []
         gtvr_applied = False
         if gtvr:
             features, gtvr_applied = self._gtvr(features, focus, notes)
-        if stamp is not None:
-            self._remember(stamp, features if not gtvr_applied else None, grid)
 
         embeds = self.model.get_input_embeddings()(input_ids)  # (1, L, D)
         embeds = embeds.clone()
@@ -388,9 +389,7 @@ class QwenSvlm:
         updated = alpha * (weights * features.float()) + (1.0 - alpha) * features.float()
         return updated.to(features.dtype), True
 
-    def _remember(self, stamp: Stamp, features: torch.Tensor | None, grid: TokenGrid) -> None:
-        if features is None:
-            return
+    def _remember(self, stamp: Stamp, features: torch.Tensor, grid: TokenGrid) -> None:
         self._features[stamp] = (features.detach(), grid)
         self._features.move_to_end(stamp)
         while len(self._features) > self.config.feature_cache_frames:

@@ -1,0 +1,114 @@
+"""evaluator: scores the live graph against a ground-truth topic (e.g. from a replayed bag).
+
+Matches /spotvlm/answer, /spotvlm/svlm_result and /spotvlm/lvlm_result with
+/spotvlm/ground_truth by stamp and keeps running Micro-F1 / Macro-F1 / exact match per
+source, deadline misses, context replacements and visual tokens (core.evaluation, the
+same bookkeeping as the offline evaluator). Writes report.json and report.md to
+``report_dir`` every few seconds and on shutdown.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+from rclpy.node import Node
+
+from spotvlm_msgs.msg import Answer, GroundTruth, HistoryEntry, LvlmResult, SvlmResult
+from spotvlm_ros.core.evaluation import EvaluationLog
+from spotvlm_ros.core.types import Source
+from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.ros import qos, topics
+from spotvlm_ros.ros.convert import stamp_of
+from spotvlm_ros.ros.params import declare
+from spotvlm_ros.ros.spin import StartupError, run_node
+
+
+class Evaluator(Node):
+    """Live evaluation of the graph's answers."""
+
+    def __init__(self) -> None:
+        super().__init__("evaluator")
+        name = declare(self, "task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco")
+        report_dir = declare(self, "report_dir", "", "where report.json/.md go; empty: none")
+        self.note = declare(self, "report_note", "", "a line written at the top of the report")
+        try:
+            self.vocabulary = vocabulary(name)
+        except ValueError as exc:
+            raise StartupError(f"evaluator: {exc}") from exc
+        self.report_dir = Path(report_dir) if report_dir else None
+        self.log = EvaluationLog(self.vocabulary.labels)
+        self._lock = threading.Lock()
+        self.create_subscription(GroundTruth, topics.GROUND_TRUTH, self._on_truth, qos.RESULTS)
+        self.create_subscription(Answer, topics.ANSWER, self._on_answer, qos.RESULTS)
+        self.create_subscription(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
+        self.create_subscription(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS)
+        if self.report_dir is not None:
+            self.create_timer(5.0, self.write_report)
+
+    def _on_truth(self, msg: GroundTruth) -> None:
+        with self._lock:
+            self.log.truth(stamp_of(msg.header.stamp), self.vocabulary.normalize_all(msg.labels))
+
+    def _on_answer(self, msg: Answer) -> None:
+        with self._lock:
+            self.log.final(
+                stamp_of(msg.header.stamp),
+                Source(msg.source),
+                self.vocabulary.normalize_all(msg.labels),
+                msg.latency,
+            )
+
+    def _on_svlm(self, msg: SvlmResult) -> None:
+        lvlm_turns = [
+            stamp_of(h.stamp) for h in msg.history_used if h.source == HistoryEntry.SOURCE_LVLM
+        ]
+        ok = msg.status == SvlmResult.STATUS_OK
+        with self._lock:
+            self.log.svlm(
+                stamp_of(msg.header.stamp),
+                self.vocabulary.normalize_all(msg.labels) if ok else None,
+                tokens_used=msg.visual_tokens_used,
+                tokens_full=msg.visual_tokens_full,
+                dropped=msg.status == SvlmResult.STATUS_DROPPED,
+                lvlm_history=lvlm_turns,
+            )
+
+    def _on_lvlm(self, msg: LvlmResult) -> None:
+        ok = msg.status == LvlmResult.STATUS_OK
+        with self._lock:
+            self.log.lvlm(
+                stamp_of(msg.header.stamp),
+                self.vocabulary.normalize_all(msg.labels) if ok else None,
+            )
+
+    def write_report(self) -> None:
+        """Write report.json and report.md (if report_dir is set)."""
+        if self.report_dir is None:
+            return
+        self.report_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            text_json, text_md = self.log.json(), self.log.markdown(note=self.note)
+        (self.report_dir / "report.json").write_text(text_json + "\n")
+        (self.report_dir / "report.md").write_text(text_md)
+
+    def close(self) -> None:
+        """Write the final report."""
+        self.write_report()
+        with self._lock:
+            report = self.log.report()
+        self.get_logger().info(
+            f"{report['final_answers']} answers, {report['deadline_misses']} deadline misses, "
+            f"final Micro-F1 {report['scores']['final']['micro_f1']:.3f}"
+            + (f"; report in {self.report_dir}" if self.report_dir else "")
+        )
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the evaluator until shutdown."""
+    return run_node(Evaluator, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Run the spotvlm graph as separate processes and observe it from the test process."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+
+
+def real_frames(limit: int = 12) -> list[np.ndarray]:
+    """RGB frames from ../shared/data: BDD100K (1280x720), then CamVid (480x360)."""
+    import cv2
+
+    files = sorted(glob.glob(str(SHARED / "data/bdd100k_mot/images/**/*.jpg"), recursive=True))
+    files += sorted(glob.glob(str(SHARED / "data/camvid_seq05vd/images/*.png")))
+    return [cv2.imread(f)[:, :, ::-1].copy() for f in files[:limit]]
+
+
+@contextmanager
+def running_graph(log_dir: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``spotvlm_ros ARGS`` with each node's log in ``log_dir``; stopped with SIGINT."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    runner_log = open(log_dir / "runner.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spotvlm_ros.runner", "--log-dir", str(log_dir), *args],
+        stdout=runner_log,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+        cwd=ROOT,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        runner_log.close()
+
+
+def logs(log_dir: Path) -> str:
+    """Every log of a run, for assertion messages."""
+    return "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+        for p in sorted(log_dir.glob("*.log"))
+    )
+
+
+class Probe:
+    """An rclpy node in the test process: publishes camera frames, records the graph's output."""
+
+    def __init__(self, name: str = "test_probe") -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import Image
+
+        from spotvlm_msgs.msg import Answer, LvlmResult, SvlmResult
+        from spotvlm_ros.ros import qos
+
+        if not rclpy.ok():
+            rclpy.init()
+        self.node = rclpy.create_node(name)
+        self.camera = self.node.create_publisher(Image, "/camera/image_raw", qos.CAMERA)
+        self.answers: list[Any] = []
+        self.svlm: list[Any] = []
+        self.lvlm: list[Any] = []
+        self.overlays: list[Any] = []
+        self.node.create_subscription(Answer, "/spotvlm/answer", self.answers.append, qos.RESULTS)
+        self.node.create_subscription(
+            SvlmResult, "/spotvlm/svlm_result", self.svlm.append, qos.RESULTS
+        )
+        self.node.create_subscription(
+            LvlmResult, "/spotvlm/lvlm_result", self.lvlm.append, qos.RESULTS
+        )
+        self.node.create_subscription(Image, "/spotvlm/overlay", self.overlays.append, qos.RESULTS)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``condition`` until true; fail with ``what`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(0.05)
+
+    def wait_for_graph(self, timeout: float = 90.0) -> None:
+        """Wait until every node is up and matched (discovery, not a fixed sleep)."""
+        self.wait_for(lambda: self.camera.get_subscription_count() >= 1, timeout, "camera_ingest")
+        self.wait_for(
+            lambda: self.node.count_subscribers("/spotvlm/frame") >= 3,
+            timeout,
+            "svlm_node, cloud_bridge and context_manager on /spotvlm/frame",
+        )
+        self.wait_for(
+            lambda: self.node.count_publishers("/spotvlm/answer") >= 1,
+            timeout,
+            "context_manager's answers",
+        )
+        self.wait_for(
+            lambda: self.node.count_publishers("/spotvlm/svlm_result") >= 1,
+            timeout,
+            "svlm_node (model loaded)",
+        )
+
+    def publish_frame(self, rgb: np.ndarray, encoding: str = "bgr8", **fields: Any) -> int:
+        """Publish one camera frame stamped now; returns its stamp (ns)."""
+        from sensor_msgs.msg import Image
+
+        from spotvlm_ros.ros.convert import rgb_to_image
+
+        msg = rgb_to_image(rgb, "bgr8" if encoding == "bgr8" else "rgb8") if rgb.size else Image()
+        now = self.node.get_clock().now()
+        msg.header.stamp = now.to_msg()
+        msg.header.frame_id = "camera"
+        for key, value in fields.items():
+            setattr(msg, key, value)
+        self.camera.publish(msg)
+        return int(now.nanoseconds)
+
+    def publish_at_rate(self, frames: list[np.ndarray], hz: float) -> list[int]:
+        """Publish frames at ``hz``; returns their stamps."""
+        stamps = []
+        period = 1.0 / hz
+        start = time.monotonic()
+        for i, frame in enumerate(frames):
+            delay = start + i * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            stamps.append(self.publish_frame(frame))
+        return stamps
+
+    def close(self) -> None:
+        """Stop spinning and destroy the node."""
+        self.executor.shutdown()
+        self.node.destroy_node()
