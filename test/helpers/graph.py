@@ -121,13 +121,14 @@ class Probe:
             "svlm_node (model loaded)",
         )
 
-    def publish_frame(self, rgb: np.ndarray, encoding: str = "bgr8", **fields: Any) -> int:
-        """Publish one camera frame stamped now; returns its stamp (ns)."""
+    def publish_frame(self, rgb: np.ndarray, **fields: Any) -> int:
+        """Publish one camera frame (bgr8) stamped now, with ``fields`` of the Image message
+        overridden; returns its stamp (ns)."""
         from sensor_msgs.msg import Image
 
         from spotvlm_ros.ros.convert import rgb_to_image
 
-        msg = rgb_to_image(rgb, "bgr8" if encoding == "bgr8" else "rgb8") if rgb.size else Image()
+        msg = rgb_to_image(rgb, "bgr8") if rgb.size else Image()
         now = self.node.get_clock().now()
         msg.header.stamp = now.to_msg()
         msg.header.frame_id = "camera"
