@@ -12,6 +12,7 @@ the answers are meaningless, the costs are real.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import glob
 import os
@@ -53,10 +54,8 @@ TEXT_3B = {
 
 def _release_freed_memory() -> None:
     """Hand freed heap pages back to the OS, so that RSS shows what is live (glibc only)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class PeakRss:

@@ -119,6 +119,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--question", default=None)
     p.add_argument("--deadline", type=float, default=1.0, help="s")
     p.add_argument("--rate", type=float, default=2.0, help="task rate, Hz")
+    p.add_argument("--no-cloud", action="store_true", help="edge only: no cloud_bridge")
     p.add_argument("--start-server", action="store_true", help="start the local LVLM server")
     p.add_argument("--server-latency", type=float, default=2.0, help="its injected latency, s")
     p.add_argument("--server-port", type=int, default=8000)
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             wait_for_server(f"http://127.0.0.1:{args.server_port}/health", server)
             params["cloud_bridge"]["base_url"] = f"http://127.0.0.1:{args.server_port}/v1"
-        nodes = list(NODES) + (["evaluator"] if args.evaluate else [])
+        nodes = [n for n in NODES if not (args.no_cloud and n == "cloud_bridge")]
+        nodes += ["evaluator"] if args.evaluate else []
         for node in nodes:
             graph.start(node, node_argv(node, params[node], configs))
         player = None

@@ -96,13 +96,32 @@ def test_live_every_frame_gets_exactly_one_decision() -> None:
     assert sum(d.source is Source.NONE for d in decisions) == 4  # frames 0, 3, 6, 9
 
 
-def test_live_late_and_unknown_results_are_counted() -> None:
+def test_live_late_results_are_counted() -> None:
     live = LiveArbiter(Arbiter(1.0))
     live.register(T)
     live.due(S(105.0))
     assert live.offer(T, lvlm(105.0)) is None
-    assert live.offer(S(1.0), svlm(1.1)) is None
-    assert (live.late, live.unknown) == (1, 1)
+    assert live.late == 1
+
+
+def test_live_results_before_their_frame_are_held_until_it_is_registered() -> None:
+    live = LiveArbiter(Arbiter(1.0))
+    assert live.offer(T, svlm(100.2)) is None  # the result overtook its frame
+    [decision] = live.register(T)
+    assert decision.source is Source.SVLM
+    # an upload notice that overtakes the frame makes the SVLM answer wait for the LVLM
+    t2 = S(101.0)
+    live.expect_lvlm(t2)
+    live.offer(t2, svlm(101.2))
+    assert live.register(t2) == []
+    assert live.offer(t2, lvlm(101.8)).source is Source.LVLM  # type: ignore[union-attr]
+
+
+def test_live_early_buffer_is_bounded_and_counts_what_it_forgets() -> None:
+    live = LiveArbiter(Arbiter(1.0), max_pending=2)
+    for i in range(5):
+        live.offer(S(float(i)), svlm(float(i)))
+    assert live.unknown == 3
 
 
 def test_live_pending_is_bounded() -> None:

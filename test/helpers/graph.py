@@ -65,7 +65,7 @@ def logs(log_dir: Path) -> str:
 class Probe:
     """An rclpy node in the test process: publishes camera frames, records the graph's output."""
 
-    def __init__(self, name: str = "test_probe") -> None:
+    def __init__(self, name: str = "test_probe", overlays: bool = True) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
@@ -81,18 +81,29 @@ class Probe:
         self.svlm: list[Any] = []
         self.lvlm: list[Any] = []
         self.overlays: list[Any] = []
-        self.node.create_subscription(Answer, "/spotvlm/answer", self.answers.append, qos.RESULTS)
+        self.answer_arrivals: dict[int, int] = {}  # frame stamp -> arrival here (ns)
+        self.node.create_subscription(Answer, "/spotvlm/answer", self._on_answer, qos.RESULTS)
         self.node.create_subscription(
             SvlmResult, "/spotvlm/svlm_result", self.svlm.append, qos.RESULTS
         )
         self.node.create_subscription(
             LvlmResult, "/spotvlm/lvlm_result", self.lvlm.append, qos.RESULTS
         )
-        self.node.create_subscription(Image, "/spotvlm/overlay", self.overlays.append, qos.RESULTS)
+        if overlays:
+            self.node.create_subscription(
+                Image, "/spotvlm/overlay", self.overlays.append, qos.RESULTS
+            )
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
+
+    def _on_answer(self, answer: Any) -> None:
+        from spotvlm_ros.ros.convert import stamp_of
+
+        now = self.node.get_clock().now().nanoseconds
+        self.answer_arrivals.setdefault(stamp_of(answer.header.stamp), now)
+        self.answers.append(answer)
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``condition`` until true; fail with ``what`` after ``timeout`` s."""

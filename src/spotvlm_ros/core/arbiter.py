@@ -77,55 +77,54 @@ class _Pending:
 class LiveArbiter:
     """Applies :class:`Arbiter` to a stream: every registered frame gets exactly one decision,
     as early as it can be known (an in-time LVLM answer wins at once; an SVLM answer wins
-    at once if no LVLM answer is expected for the frame) and at its deadline otherwise."""
+    at once if no LVLM answer is expected for the frame) and at its deadline otherwise.
+
+    Results and upload notices may arrive before their frame is registered (they travel on
+    other topics): they are held, boundedly, until it is.
+    """
 
     arbiter: Arbiter = field(default_factory=Arbiter)
     max_pending: int = 64
-    unknown: int = 0  # results for frames never registered (or already forgotten)
+    unknown: int = 0  # results for frames never registered (dropped from the early buffer)
     late: int = 0  # results for frames already decided
     _pending: dict[Stamp, _Pending] = field(default_factory=dict)
+    _early: dict[Stamp, _Pending] = field(default_factory=dict)
     _decided: set[Stamp] = field(default_factory=set)
 
     def register(self, stamp: Stamp) -> list[Decision]:
-        """Start arbitrating the frame at ``stamp``; returns decisions forced by the bound."""
-        forced: list[Decision] = []
+        """Start arbitrating the frame at ``stamp``; returns the decisions this settles
+        (the frame itself, if results for it came first, and frames forced out by the bound)."""
+        decisions: list[Decision] = []
         if stamp in self._pending or stamp in self._decided:
-            return forced
-        self._pending[stamp] = _Pending()
+            return decisions
+        self._pending[stamp] = self._early.pop(stamp, _Pending())
         while len(self._pending) > self.max_pending:
-            oldest = min(self._pending)
-            forced.append(self._finish(oldest))
-        return forced
+            decisions.append(self._finish(min(self._pending)))
+        settled = self._settle(stamp)
+        return decisions + ([settled] if settled else [])
 
     def expect_lvlm(self, stamp: Stamp, expected: bool = True) -> Decision | None:
         """Say whether an LVLM answer may still come for the frame (it was uploaded, or its
         request failed); returns the frame's decision if that settles it."""
         pending = self._pending.get(stamp)
         if pending is None:
+            if stamp not in self._decided:
+                self._hold(stamp).lvlm_expected = expected
             return None
         pending.lvlm_expected = expected
-        in_time = any(self.arbiter.in_time(stamp, c) for c in pending.candidates)
-        if not expected and in_time:
-            return self._finish(stamp)
-        return None
+        return self._settle(stamp)
 
     def offer(self, stamp: Stamp, candidate: Candidate) -> Decision | None:
         """Offer an answer; returns the frame's decision if it is now settled."""
+        if stamp in self._decided:
+            self.late += 1
+            return None
         pending = self._pending.get(stamp)
-        if pending is None:
-            if stamp in self._decided:
-                self.late += 1
-            else:
-                self.unknown += 1
-            return None
-        pending.candidates.append(candidate)
+        target = pending if pending is not None else self._hold(stamp)
+        target.candidates.append(candidate)
         if candidate.source is Source.LVLM:
-            pending.lvlm_expected = False
-        if not self.arbiter.in_time(stamp, candidate):
-            return None
-        if candidate.source is Source.LVLM or not pending.lvlm_expected:
-            return self._finish(stamp)
-        return None
+            target.lvlm_expected = False
+        return self._settle(stamp) if pending is not None else None
 
     def due(self, now: Stamp) -> list[Decision]:
         """Decisions for every pending frame whose deadline has passed at ``now``."""
@@ -136,6 +135,25 @@ class LiveArbiter:
     def pending(self) -> int:
         """Frames registered and not yet decided."""
         return len(self._pending)
+
+    def _hold(self, stamp: Stamp) -> _Pending:
+        held = self._early.get(stamp)
+        if held is None:
+            held = self._early[stamp] = _Pending()
+            while len(self._early) > self.max_pending:
+                del self._early[min(self._early)]
+                self.unknown += 1
+        return held
+
+    def _settle(self, stamp: Stamp) -> Decision | None:
+        """The decision for a pending frame if nothing that may still come can change it."""
+        pending = self._pending[stamp]
+        in_time = [c for c in pending.candidates if self.arbiter.in_time(stamp, c)]
+        if any(c.source is Source.LVLM for c in in_time):
+            return self._finish(stamp)
+        if in_time and not pending.lvlm_expected:
+            return self._finish(stamp)
+        return None
 
     def _finish(self, stamp: Stamp) -> Decision:
         pending = self._pending.pop(stamp)

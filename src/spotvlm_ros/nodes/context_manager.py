@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from geometry_msgs.msg import Point
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -111,11 +112,23 @@ class ContextManager(Node):
         self._context_pub = self.create_publisher(ContextUpdate, topics.CONTEXT, qos.LATCHED)
         self._overlay = self.create_publisher(Image, topics.OVERLAY, qos.RESULTS)
         self._markers = self.create_publisher(ImageMarker, topics.ROI_MARKERS, qos.RESULTS)
-        self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
-        self.create_subscription(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
-        self.create_subscription(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS)
-        self.create_subscription(Header, topics.UPLOADS, self._on_upload, qos.RESULTS)
-        self.create_timer(0.02, self._on_tick)
+        # Callbacks share state under self._lock; they may run in parallel otherwise, so that a
+        # large frame being taken never delays a result.
+        group = ReentrantCallbackGroup()
+        sub = self.create_subscription
+        sub(Frame, topics.FRAME, self._on_frame, qos.RESULTS, callback_group=group)
+        sub(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS, callback_group=group)
+        sub(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS, callback_group=group)
+        sub(Header, topics.UPLOADS, self._on_upload, qos.RESULTS, callback_group=group)
+        self.create_timer(0.02, self._on_tick, callback_group=group)
+        # Overlays are drawn off the decision path, latest first: a slow drawing never delays
+        # an answer, and an overlay superseded before it is drawn is skipped (and counted).
+        self.overlays_skipped = 0
+        self._overlay_job: tuple[Frame, Decision, list[Roi], Stamp | None] | None = None
+        self._overlay_ready = threading.Condition()
+        self._closing = False
+        self._overlay_thread = threading.Thread(target=self._draw_overlays, daemon=True)
+        self._overlay_thread.start()
         self.get_logger().info(
             f"history K={context_config.max_entries}, delta {context_config.delta} s, "
             f"deadline {self.config.deadline_s} s"
@@ -233,7 +246,24 @@ class ContextManager(Node):
                 answer.header.stamp = to_time(decision.stamp)
             self._answers.publish(answer)
             if frame is not None and self.config.publish_overlay:
-                self._publish_overlay(frame, decision, rois, roi_stamp)
+                with self._overlay_ready:
+                    if self._overlay_job is not None:
+                        self.overlays_skipped += 1
+                    self._overlay_job = (frame, decision, rois, roi_stamp)
+                    self._overlay_ready.notify()
+
+    def _draw_overlays(self) -> None:
+        while True:
+            with self._overlay_ready:
+                while self._overlay_job is None and not self._closing:
+                    self._overlay_ready.wait()
+                if self._closing:
+                    return
+                job, self._overlay_job = self._overlay_job, None
+            try:
+                self._publish_overlay(*job)  # type: ignore[misc]
+            except Exception as exc:  # visualisation must never take the node down
+                self.get_logger().warning(f"overlay failed: {exc!r}", throttle_duration_sec=10.0)
 
     def _publish_overlay(
         self, frame: Frame, decision: Decision, rois: list[Roi], roi_stamp: Stamp | None
@@ -271,10 +301,14 @@ class ContextManager(Node):
             self._markers.publish(marker)
 
     def close(self) -> None:
-        """Decide what is still pending and log the totals."""
+        """Decide what is still pending, stop drawing, and log the totals."""
         with self._lock:
             decided = self.arbiter.due(self._now() + int(self.config.deadline_s * 2e9))
         self._emit(decided)
+        with self._overlay_ready:
+            self._closing = True
+            self._overlay_ready.notify()
+        self._overlay_thread.join(timeout=5.0)
         c = self.history.counters
         self.get_logger().info(
             f"answers by source {self.answers}; LVLM answers: {c.replaced} replaced, "

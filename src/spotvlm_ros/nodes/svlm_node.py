@@ -95,6 +95,11 @@ class SvlmNode(Node):
                 "max_input_pixels", 4096 * 4096, "larger frames are refused", 1, 2**31 - 1
             ),
         )
+        threads = d("torch_threads", 0, "CPU threads for torch (0: torch's default)", 0, 256)
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
         try:
             self.vocabulary = vocabulary(self.config.task_vocabulary)
             if self.config.history_form not in ("text", "chat"):
