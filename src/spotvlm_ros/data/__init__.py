@@ -1,0 +1,1 @@
+"""Labelled sequences from datasets, and their conversion to rosbag2 bags."""

@@ -1,0 +1,201 @@
+"""Write labelled sequences as rosbag2 bags with the `rosbags` library, and the
+`spotvlm-make-bag` command.
+
+A bag holds the camera frames (``/camera/image_raw`` as sensor_msgs/Image bgr8, or
+``.../compressed`` JPEG) and the ground truth (``/spotvlm/ground_truth``,
+spotvlm_msgs/GroundTruth) with the same stamps. It plays with `ros2 bag play` and with
+the package's bag_player.
+
+    spotvlm-make-bag camvid ../shared/data/camvid_seq05vd rosbags/camvid --limit 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spotvlm_ros.core.types import NS_PER_S
+from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.data.sequences import READERS, DatasetError, LabelledFrame
+
+CAMERA_TOPIC = "/camera/image_raw"
+TRUTH_TOPIC = "/spotvlm/ground_truth"
+BAG_EPOCH_NS = 1_700_000_000 * NS_PER_S  # bags start at a fixed, recognisable time
+MSG_TYPES = ("Roi", "GroundTruth")
+
+
+def _msg_dir() -> Path:
+    """spotvlm_msgs' .msg files: installed share folder, else the source tree."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        share = Path(get_package_share_directory("spotvlm_msgs")) / "msg"
+        if share.is_dir():
+            return share
+    except (ImportError, LookupError, ValueError):
+        pass
+    return Path(__file__).resolve().parents[2] / "spotvlm_msgs" / "msg"
+
+
+def typestore() -> Any:
+    """ROS 2 Kilted's types plus spotvlm_msgs' Roi and GroundTruth."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    types: dict[str, Any] = {}
+    for name in MSG_TYPES:
+        text = (_msg_dir() / f"{name}.msg").read_text()
+        types.update(get_types_from_msg(text, f"spotvlm_msgs/msg/{name}"))
+    store.register(types)
+    return store
+
+
+def write_bag(
+    frames: Iterable[LabelledFrame],
+    out: Path,
+    *,
+    task: str,
+    compressed: bool = False,
+    storage: str = "sqlite3",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> int:
+    """Write ``frames`` into a new bag folder ``out``; returns the number of frames."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    if out.exists():
+        if not overwrite:
+            raise DatasetError(f"{out} exists; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    store = typestore()
+    t = store.types
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+    topic = f"{CAMERA_TOPIC}/compressed" if compressed else CAMERA_TOPIC
+    count = 0
+    iterator: Iterator[LabelledFrame] | Any = iter(frames)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc=f"writing {out.name}", unit="frame")
+    with Writer(out, version=9, storage_plugin=plugin) as writer:
+        camera = writer.add_connection(topic, image_type, typestore=store)
+        truth = writer.add_connection(TRUTH_TOPIC, "spotvlm_msgs/msg/GroundTruth", typestore=store)
+        for frame in iterator:
+            stamp = BAG_EPOCH_NS + frame.stamp
+            sec, nanosec = divmod(stamp, NS_PER_S)
+            header = t["std_msgs/msg/Header"](
+                stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id="camera"
+            )
+            rgb = frame.load()
+            bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+            if compressed:
+                import cv2
+
+                data = np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8)
+                msg = t[image_type](header=header, format="jpeg", data=data)
+            else:
+                height, width = bgr.shape[:2]
+                msg = t[image_type](
+                    header=header,
+                    height=height,
+                    width=width,
+                    encoding="bgr8",
+                    is_bigendian=0,
+                    step=width * 3,
+                    data=bgr.reshape(-1),
+                )
+            writer.write(camera, stamp, store.serialize_cdr(msg, image_type))
+            if frame.labels is not None:
+                writer.write(
+                    truth,
+                    stamp,
+                    store.serialize_cdr(
+                        _truth(t, header, frame, task), "spotvlm_msgs/msg/GroundTruth"
+                    ),
+                )
+            count += 1
+    if count == 0:
+        raise DatasetError("the sequence held no frames")
+    return count
+
+
+def _truth(t: Any, header: Any, frame: LabelledFrame, task: str) -> Any:
+    rois = []
+    for roi in frame.boxes:
+        x1, y1 = int(roi.box.x1), int(roi.box.y1)
+        box = t["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=x1,
+            y_offset=y1,
+            width=int(roi.box.x2) - x1,
+            height=int(roi.box.y2) - y1,
+            do_rectify=False,
+        )
+        track = -1 if roi.track_id is None else int(roi.track_id)
+        rois.append(t["spotvlm_msgs/msg/Roi"](label=roi.label, score=1.0, box=box, track_id=track))
+    return t["spotvlm_msgs/msg/GroundTruth"](
+        header=header, task=task, labels=sorted(frame.labels or ()), boxes=rois, text=""
+    )
+
+
+def retimed(frames: Iterable[LabelledFrame], fps: float) -> Iterator[LabelledFrame]:
+    """The same frames at a chosen rate."""
+    for i, frame in enumerate(frames):
+        yield LabelledFrame(
+            frame.name, round(i / fps * NS_PER_S), frame.load, frame.labels, frame.boxes
+        )
+
+
+def limited(frames: Iterable[LabelledFrame], limit: int) -> Iterator[LabelledFrame]:
+    """At most ``limit`` frames (0: all)."""
+    for i, frame in enumerate(frames):
+        if limit and i >= limit:
+            return
+        yield frame
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    p = argparse.ArgumentParser(prog="spotvlm-make-bag", description=__doc__.splitlines()[0])
+    p.add_argument("kind", choices=sorted(READERS), help="what SOURCE is")
+    p.add_argument("source", type=Path, help="dataset folder, image folder or video file")
+    p.add_argument("out", type=Path, help="bag folder to create")
+    p.add_argument("--vocabulary", default="bdd100k", help="task vocabulary of the ground truth")
+    p.add_argument("--rate", type=float, default=0.0, help="retime to this many frames/s")
+    p.add_argument("--limit", type=int, default=0, help="at most this many frames")
+    p.add_argument("--compressed", action="store_true", help="JPEG CompressedImage frames")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        vocab = vocabulary(args.vocabulary)
+        if not args.source.exists():
+            raise DatasetError(f"{args.source} does not exist (expected a {args.kind} source)")
+        frames: Iterable[LabelledFrame] = READERS[args.kind](args.source, vocab)
+        frames = limited(frames, args.limit)
+        if args.rate:
+            frames = retimed(frames, args.rate)
+        n = write_bag(
+            frames,
+            args.out,
+            task="objects",
+            compressed=args.compressed,
+            storage=args.storage,
+            overwrite=args.overwrite,
+        )
+    except (DatasetError, ValueError) as exc:
+        print(f"spotvlm-make-bag: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {n} frames to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
