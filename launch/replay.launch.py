@@ -7,12 +7,11 @@ Every argument of spotvlm.launch.py can be given; this file only changes the def
 (start_server:=true, evaluate:=true) and requires ``bag``.
 """
 
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchDescription
 
 REPLAY_DEFAULTS = {
     "start_server": ("true", "start the local LVLM server"),

@@ -7,6 +7,7 @@ optionally the local LVLM server, a bag player and the evaluator.
 With ``bag:=PATH`` the bag is played and the launch shuts down once it has played.
 """
 
+from launch import LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
@@ -26,8 +27,6 @@ from launch.substitutions import (
 from launch_ros.actions import Node
 from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
-
-from launch import LaunchDescription
 
 PACKAGE = "spotvlm_ros"
 
