@@ -21,7 +21,7 @@ import numpy as np
 from spotvlm_ros.core.focus import smart_resize
 from spotvlm_ros.core.parsing import Coordinates, parse_reply
 from spotvlm_ros.core.types import Roi
-from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.core.vocab import Vocabulary, vocabulary
 
 DEFAULT_PROMPT = (
     "{question}\n"
@@ -124,6 +124,29 @@ def encode_frame(image: np.ndarray, max_pixels: int, quality: int) -> tuple[str,
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode(), (new_w, new_h)
 
 
+def interpret_reply(
+    content: str,
+    vocab: Vocabulary,
+    *,
+    frame_size: tuple[int, int],
+    model_size: tuple[int, int],
+    coordinates: Coordinates = Coordinates.ABSOLUTE,
+) -> tuple[str, frozenset[str], tuple[Roi, ...], tuple[str, ...]]:
+    """A grounding reply as (answer, labels in the task vocabulary, ROIs in frame pixels with
+    vocabulary labels, problems met). Shared by the client and the offline evaluator."""
+    parsed = parse_reply(
+        content, model_size=model_size, frame_size=frame_size, coordinates=coordinates
+    )
+    rois = []
+    for roi in parsed.rois:
+        mapped = vocab.normalize(roi.label)
+        rois.append(
+            Roi(sorted(mapped)[0] if mapped else roi.label, roi.box, roi.score, roi.track_id)
+        )
+    labels = vocab.parse_answer(parsed.answer) | vocab.normalize_all(r.label for r in parsed.rois)
+    return parsed.answer, labels, tuple(rois), parsed.problems
+
+
 class LvlmClient:
     """Asynchronous client; use from one asyncio event loop."""
 
@@ -192,35 +215,22 @@ class LvlmClient:
             return LvlmOutcome(
                 OutcomeKind.UNPARSABLE, latency, model=model, error="the reply has no text content"
             )
-        parsed = parse_reply(
-            content, model_size=sent, frame_size=frame, coordinates=self.config.coordinates
+        answer, labels, rois, problems = interpret_reply(
+            content,
+            self.vocabulary,
+            frame_size=frame,
+            model_size=sent,
+            coordinates=self.config.coordinates,
         )
-        rois = []
-        for roi in parsed.rois:
-            mapped = self.vocabulary.normalize(roi.label)
-            label = sorted(mapped)[0] if mapped else roi.label
-            rois.append(Roi(label, roi.box, roi.score, roi.track_id))
-        labels = self.vocabulary.parse_answer(parsed.answer) | self.vocabulary.normalize_all(
-            r.label for r in parsed.rois
-        )
-        if not parsed.answer and not rois:
+        if not answer and not rois:
             return LvlmOutcome(
                 OutcomeKind.UNPARSABLE,
                 latency,
                 model=model,
-                error="no answer text and no valid ROIs in the reply: "
-                + "; ".join(parsed.problems)[:300],
-                problems=parsed.problems,
+                error="no answer text and no valid ROIs in the reply: " + "; ".join(problems)[:300],
+                problems=problems,
             )
-        return LvlmOutcome(
-            OutcomeKind.OK,
-            latency,
-            parsed.answer,
-            labels,
-            tuple(rois),
-            model,
-            problems=parsed.problems,
-        )
+        return LvlmOutcome(OutcomeKind.OK, latency, answer, labels, rois, model, problems=problems)
 
     @staticmethod
     def _failure(exc: Exception, latency: float) -> LvlmOutcome:

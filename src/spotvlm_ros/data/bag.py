@@ -199,3 +199,43 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def bag_frames(path: Path, vocab: Any) -> list[LabelledFrame]:
+    """The camera frames of a bag (raw or compressed) with their ground truth, if any."""
+    from rosbags.rosbag2 import Reader
+
+    if not path.exists():
+        raise DatasetError(f"{path}: no such bag")
+    store = typestore()
+    images: dict[int, Any] = {}
+    truths: dict[int, Any] = {}
+    with Reader(path) as reader:
+        for connection, stamp, raw in reader.messages():
+            if connection.msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
+                images[stamp] = (connection.msgtype, raw)
+            elif connection.msgtype == "spotvlm_msgs/msg/GroundTruth":
+                truths[stamp] = store.deserialize_cdr(raw, connection.msgtype)
+    if not images:
+        raise DatasetError(f"{path}: no camera frames in the bag")
+    start = min(images)
+
+    def loader(msgtype: str, raw: bytes) -> Any:
+        def load() -> np.ndarray:
+            from spotvlm_ros.imaging import decode_compressed, raw_to_rgb
+
+            msg = store.deserialize_cdr(raw, msgtype)
+            if msgtype.endswith("CompressedImage"):
+                return decode_compressed(bytes(msg.data))
+            return raw_to_rgb(bytes(msg.data), msg.width, msg.height, msg.encoding, msg.step)
+
+        return load
+
+    frames = []
+    for stamp in sorted(images):
+        truth = truths.get(stamp)
+        labels = vocab.normalize_all(truth.labels) if truth is not None else None
+        frames.append(
+            LabelledFrame(f"{path.name}@{stamp}", stamp - start, loader(*images[stamp]), labels)
+        )
+    return frames

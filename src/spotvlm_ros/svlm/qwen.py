@@ -395,6 +395,10 @@ class QwenSvlm:
         while len(self._features) > self.config.feature_cache_frames:
             self._features.popitem(last=False)
 
+    def forget_features(self) -> None:
+        """Drop every held frame's features (a new sequence starts)."""
+        self._features.clear()
+
     def held_feature_stamps(self) -> list[Stamp]:
         """Stamps of the frames whose visual features GTVR can still use."""
         return list(self._features)

@@ -1,0 +1,1 @@
+"""Offline evaluation in virtual time (spotvlm-eval)."""

@@ -1,0 +1,291 @@
+"""`spotvlm-eval`: edge-only, cloud-only, SpotVLM and its ablations over a labelled sequence,
+against cloud latency, in deterministic virtual time.
+
+    spotvlm-eval bdd100k ../shared/data/bdd100k_mot --svlm-model build/test-models/tiny \
+        --latencies 1,2,3,4,5,6,7,8,9 --out out/eval/bdd100k
+
+Writes results.md (table), results.json and score_vs_latency.png to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spotvlm_ros.core.types import NS_PER_S, Roi, Stamp
+from spotvlm_ros.core.vocab import Vocabulary, vocabulary
+from spotvlm_ros.data.sequences import READERS, DatasetError
+from spotvlm_ros.evaluation.replay import (
+    METHODS,
+    Frame,
+    LvlmAnswer,
+    ReplayConfig,
+    SvlmAnswer,
+    replay,
+)
+
+START = 100 * NS_PER_S  # virtual time of the first frame
+
+
+class JsonCache:
+    """A dictionary persisted as JSON (backend outputs that do not change within a sweep)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {}
+        if path is not None and path.is_file():
+            self.data = json.loads(path.read_text())
+        self.hits = 0
+
+    def get(self, key: str) -> Any:
+        value = self.data.get(key)
+        self.hits += value is not None
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data))
+
+
+def key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
+
+
+class QwenReplaySvlm:
+    """The Qwen2.5-VL backend with a cache of its answers (GTVR runs are never cached: they
+    depend on the features of earlier frames held by the model)."""
+
+    def __init__(self, model: str, cache: JsonCache, max_new_tokens: int = 16) -> None:
+        from spotvlm_ros.svlm.qwen import QwenSvlm, QwenSvlmConfig
+
+        self.svlm = QwenSvlm.load(QwenSvlmConfig(model=model, max_new_tokens=max_new_tokens))
+        self.cache = cache
+        self.model = model
+
+    def reset(self) -> None:
+        self.svlm.forget_features()
+
+    def answer(
+        self,
+        name: str,
+        image: np.ndarray,
+        stamp: Stamp,
+        question: str,
+        context: str,
+        rois: Sequence[Roi],
+        roi_stamp: Stamp | None,
+        ggvr: bool,
+        gtvr: bool,
+    ) -> SvlmAnswer:
+        from spotvlm_ros.svlm.qwen import Focus
+
+        k = key("svlm", self.model, name, question, context, [repr(r) for r in rois], ggvr)
+        if not gtvr and (hit := self.cache.get(k)) is not None:
+            return SvlmAnswer(**hit)
+        focus = Focus(list(rois), roi_stamp) if rois and roi_stamp is not None else None
+        out = self.svlm.infer(
+            image, question, stamp=stamp, context_text=context, focus=focus, ggvr=ggvr, gtvr=gtvr
+        )
+        result = SvlmAnswer(out.answer, out.latency, out.visual_tokens_used, out.visual_tokens_full)
+        if not gtvr:
+            self.cache.put(k, result.__dict__)
+        return result
+
+
+class DetectorReplayLvlm:
+    """The ONNX detector as the cloud model, through the same reply parsing as the client."""
+
+    def __init__(self, model_path: Path, vocab: Vocabulary, cache: JsonCache) -> None:
+        from spotvlm_ros.cloud.backends import DetectorBackend
+
+        self.backend = DetectorBackend(model_path, task_vocabulary=vocab.name)
+        self.vocab = vocab
+        self.cache = cache
+
+    def answer(self, name: str, image: np.ndarray, question: str) -> LvlmAnswer:
+        from spotvlm_ros.cloud.client import interpret_reply
+        from spotvlm_ros.core.types import Box
+
+        k = key("lvlm", self.backend.name, name, question)
+        hit = self.cache.get(k)
+        if hit is None:
+            hit = {"reply": self.backend.answer(image, question)}
+            self.cache.put(k, hit)
+        size = (image.shape[1], image.shape[0])
+        answer, labels, rois, _ = interpret_reply(
+            hit["reply"], self.vocab, frame_size=size, model_size=size
+        )
+        del Box
+        return LvlmAnswer(answer, labels, rois)
+
+
+def load_frames(kind: str, source: Path, vocab: Vocabulary, limit: int) -> list[Frame]:
+    """The labelled frames of a dataset folder or a bag."""
+    if kind == "bag":
+        from spotvlm_ros.data.bag import bag_frames
+
+        frames = bag_frames(source, vocab)
+    else:
+        frames = list(READERS[kind](source, vocab))
+    frames = [f for f in frames if f.labels is not None][: limit or None]
+    if not frames:
+        raise DatasetError(f"{source}: no labelled frames")
+    cache: dict[str, np.ndarray] = {}
+
+    def loader(f: Any) -> Any:
+        def load() -> np.ndarray:
+            if f.name not in cache:
+                cache[f.name] = f.load()
+            return cache[f.name]
+
+        return load
+
+    return [Frame(f.name, START + f.stamp, loader(f), f.labels) for f in frames]
+
+
+def plot(rows: list[dict[str, Any]], path: Path, note: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        ax.plot(
+            [r["latency"] for r in mine], [r["micro_f1"] for r in mine], marker="o", label=method
+        )
+    ax.set_xlabel("cloud latency (s)")
+    ax.set_ylabel("Micro-F1 of the real-time answer")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(note, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    p = argparse.ArgumentParser(prog="spotvlm-eval", description=__doc__.splitlines()[0])
+    p.add_argument("kind", choices=sorted([*READERS, "bag"]))
+    p.add_argument("source", type=Path)
+    p.add_argument(
+        "--svlm-model", required=True, help="Qwen2.5-VL folder (the tiny test model works)"
+    )
+    p.add_argument("--detector-model", type=Path, default=None, help="the LVLM stand-in (ONNX)")
+    p.add_argument("--vocabulary", default="bdd100k")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--latencies", default="1,2,3,4,5,6,7,8,9", help="fixed cloud latencies (s)")
+    p.add_argument("--latency-model", choices=("fixed", "random", "trace"), default="fixed")
+    p.add_argument("--latency-range", default="1,9", help="random: uniform in MIN,MAX (s)")
+    p.add_argument("--latency-trace", type=Path, help="trace: one latency (s) per line")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--svlm-seconds", default="0.3", help="SVLM compute time per frame (s) or 'measured'"
+    )
+    p.add_argument("--deadline", type=float, default=1.0)
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("out/eval"))
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    args = p.parse_args(argv)
+    try:
+        vocab = vocabulary(args.vocabulary)
+        frames = load_frames(args.kind, args.source, vocab, args.limit)
+        methods = [METHODS[m] for m in args.methods.split(",")]
+    except (DatasetError, ValueError, KeyError) as exc:
+        print(f"spotvlm-eval: error: {exc}", file=sys.stderr)
+        return 2
+    from spotvlm_ros.cloud.backends import DEFAULT_DETECTOR
+    from spotvlm_ros.cloud.faults import read_trace
+
+    cache = JsonCache(args.out / "cache.json")
+    svlm = QwenReplaySvlm(args.svlm_model, cache, args.max_new_tokens)
+    lvlm = DetectorReplayLvlm(args.detector_model or DEFAULT_DETECTOR, vocab, cache)
+    config = ReplayConfig(
+        deadline=args.deadline,
+        svlm_seconds=None if args.svlm_seconds == "measured" else float(args.svlm_seconds),
+    )
+    if args.latency_model == "fixed":
+        sweeps = [(float(x), lambda i, x=float(x): x) for x in args.latencies.split(",")]
+    elif args.latency_model == "random":
+        low, high = (float(x) for x in args.latency_range.split(","))
+        rng = random.Random(args.seed)
+        draws = [rng.uniform(low, high) for _ in frames]
+        sweeps = [((low + high) / 2, lambda i: draws[i])]
+    else:
+        trace = read_trace(args.latency_trace)
+        sweeps = [(sum(trace) / len(trace), lambda i: trace[i % len(trace)])]
+    rows: list[dict[str, Any]] = []
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    for method in methods:
+        latencies = sweeps if method.lvlm else sweeps[:1]
+        for latency, model in tqdm(latencies, desc=method.name, unit="latency"):
+            log, _ = replay(frames, method, model, svlm, lvlm, vocab, config)
+            report = log.report()
+            final = report["scores"]["final"]
+            for lat in [latency] if method.lvlm else [s for s, _ in sweeps]:
+                rows.append(
+                    {
+                        "method": method.name,
+                        "latency": lat,
+                        **final,
+                        "deadline_misses": report["deadline_misses"],
+                        "mean_visual_tokens": report["mean_visual_tokens"],
+                        "context_replacements": report["context_replacements"],
+                    }
+                )
+    cache.save()
+    args.out.mkdir(parents=True, exist_ok=True)
+    note = (
+        f"{len(frames)} frames of {args.kind} {args.source.name}; SVLM {Path(args.svlm_model).name}"
+        + (" (RANDOM TEST MODEL: meaningless answers)" if svlm.svlm.is_test_model else "")
+        + f"; LVLM stand-in: {lvlm.backend.name}"
+    )
+    lines = [
+        f"# spotvlm-eval: {args.kind} {args.source.name}",
+        "",
+        note,
+        "",
+        f"Command: `spotvlm-eval {' '.join(sys.argv[1:] if argv is None else argv)}`",
+        "",
+        "| method | cloud latency (s) | Micro-F1 | Macro-F1 | exact match | deadline misses "
+        "| mean visual tokens | context replacements |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        tokens = "" if r["mean_visual_tokens"] is None else f"{r['mean_visual_tokens']:.0f}"
+        lines.append(
+            f"| {r['method']} | {r['latency']:g} | {r['micro_f1']:.3f} | {r['macro_f1']:.3f} "
+            f"| {r['exact_match']:.3f} | {r['deadline_misses']} | {tokens} "
+            f"| {r['context_replacements']} |"
+        )
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    (args.out / "results.json").write_text(json.dumps({"note": note, "rows": rows}, indent=2))
+    plot(rows, args.out / "score_vs_latency.png", note)
+    print("\n".join(lines))
+    print(
+        f"\nwritten to {args.out} in {time.monotonic() - started:.0f} s "
+        f"({cache.hits} cached backend outputs reused)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
