@@ -167,6 +167,9 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             "rate": args.bag_rate,
             "exit_when_done": True,
             "linger_s": 2.0 * args.deadline + 1.0,
+            # start once every node listens to the frames (the SVLM has loaded its model)
+            "ready_topics": [f"/spotvlm/frame:{2 if args.no_cloud else 3}"],
+            "wait_for_subscribers_s": 120.0,
         },
     }
     for item in args.set:

@@ -20,6 +20,9 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "log" / "test-graph"
 SOURCE_NONE, SOURCE_SVLM, SOURCE_LVLM = 0, 1, 2
+# A 2 s deadline (instead of the default 1 s) keeps the source of each answer determined by
+# the cloud latency (0.3 s: in time; 3 s: late) even when CI's two cores are overloaded.
+DEADLINE = ("--deadline", "2.0")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,7 @@ def test_fast_cloud_answers_every_frame_and_the_graph_survives_the_server_going_
         "svlm_node.max_new_tokens=8",
         "--set",
         "cloud_bridge.timeout_s=2.0",
+        *DEADLINE,
     )
     server = ExitStack()
     server.enter_context(lvlm_server("--latency", "0.3", port=port))
@@ -78,7 +82,7 @@ def test_fast_cloud_answers_every_frame_and_the_graph_survives_the_server_going_
             assert sorted(stamp_of(a.header.stamp) for a in first) == sorted(stamps)
             from_lvlm = [a for a in first if a.source == SOURCE_LVLM]
             assert len(from_lvlm) >= 6, [(a.source, round(a.latency, 2)) for a in first]
-            assert all(a.deadline_met and a.latency <= 1.0 for a in from_lvlm)
+            assert all(a.deadline_met and a.latency <= 2.0 for a in from_lvlm)
             assert any("car" in a.labels for a in from_lvlm)
             check_overlay(probe, log_dir)
 
@@ -113,7 +117,14 @@ def test_slow_cloud_answers_come_from_the_svlm_and_late_lvlm_answers_enter_its_h
     with (
         lvlm_server("--latency", "3.0") as url,
         running_graph(
-            log_dir, "--model-path", model, "--base-url", url, "--set", "svlm_node.max_new_tokens=8"
+            log_dir,
+            "--model-path",
+            model,
+            "--base-url",
+            url,
+            "--set",
+            "svlm_node.max_new_tokens=8",
+            *DEADLINE,
         ),
     ):
         probe.wait_for_graph()

@@ -195,7 +195,26 @@ def video(path: Path, vocab: Vocabulary, fps: float | None = None) -> Iterator[L
         raise DatasetError(f"{path}: no frames could be decoded")
 
 
+def demo(
+    root: Path, vocab: Vocabulary, fps: float = 1.0, camvid_frames: int = 30
+) -> Iterator[LabelledFrame]:
+    """The demo drive: the first CamVid frames, then the BDD100K clips, all at ``fps``;
+    ``root`` is the shared data folder."""
+    sources = [
+        (f for i, f in enumerate(camvid(root / "camvid_seq05vd", vocab)) if i < camvid_frames),
+        bdd100k(root / "bdd100k_mot", vocab),
+    ]
+    i = 0
+    for source in sources:
+        for frame in source:
+            yield LabelledFrame(
+                frame.name, round(i / fps * NS_PER_S), frame.load, frame.labels, frame.boxes
+            )
+            i += 1
+
+
 READERS: dict[str, Callable[..., Iterator[LabelledFrame]]] = {
+    "demo": demo,
     "nuscenes": nuscenes,
     "bdd100k": bdd100k,
     "camvid": camvid,

@@ -59,6 +59,12 @@ class BagPlayer(Node):
         self.linger = declare(
             self, "linger_s", 2.0, "wait this long after the last message [s]", low=0.0, high=3600.0
         )
+        self.ready_topics = declare(
+            self,
+            "ready_topics",
+            [""],
+            "TOPIC:N entries: also wait for N subscribers on TOPIC (e.g. the graph's nodes)",
+        )
         path = Path(bag)
         if not bag or not path.exists():
             raise StartupError(f"bag_player: bag_path {bag!r} does not exist")
@@ -94,11 +100,24 @@ class BagPlayer(Node):
         )
 
     def _await_subscribers(self) -> None:
+        wanted = []
+        for entry in self.ready_topics:
+            topic, _, count = entry.rpartition(":")
+            if topic and count.isdigit():
+                wanted.append((topic, int(count)))
+
+        def ready() -> bool:
+            bag = all(p.get_subscription_count() > 0 for p in self._bag_publishers.values())
+            graph = all(self.count_subscribers(t) >= n for t, n in wanted)
+            return bag and graph
+
         deadline = time.monotonic() + self.wait_for_subscribers
         while time.monotonic() < deadline and not self._stop.is_set():
-            if all(p.get_subscription_count() > 0 for p in self._bag_publishers.values()):
+            if ready():
                 return
             time.sleep(0.05)
+        if wanted and not all(self.count_subscribers(t) >= n for t, n in wanted):
+            self.get_logger().warning(f"playing although the graph is not ready: {wanted}")
         missing = [t for t, p in self._bag_publishers.items() if p.get_subscription_count() == 0]
         if missing:
             self.get_logger().warning(f"playing although nobody subscribes to {missing}")

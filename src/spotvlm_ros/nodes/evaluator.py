@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from rclpy.node import Node
+from sensor_msgs.msg import Image
 
 from spotvlm_msgs.msg import Answer, GroundTruth, HistoryEntry, LvlmResult, SvlmResult
 from spotvlm_ros.core.evaluation import EvaluationLog
@@ -33,6 +34,7 @@ class Evaluator(Node):
         name = declare(self, "task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco")
         report_dir = declare(self, "report_dir", "", "where report.json/.md go; empty: none")
         self.note = declare(self, "report_note", "", "a line written at the top of the report")
+        overlay_dir = declare(self, "overlay_dir", "", "save every overlay image here as PNG")
         try:
             self.vocabulary = vocabulary(name)
         except ValueError as exc:
@@ -46,6 +48,26 @@ class Evaluator(Node):
         self.create_subscription(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS)
         if self.report_dir is not None:
             self.create_timer(5.0, self.write_report)
+        self.overlay_dir = Path(overlay_dir) if overlay_dir else None
+        self.overlays_saved = 0
+        if self.overlay_dir is not None:
+            self.overlay_dir.mkdir(parents=True, exist_ok=True)
+            self.create_subscription(Image, topics.OVERLAY, self._on_overlay, qos.RESULTS)
+
+    def _on_overlay(self, msg: Image) -> None:
+        import cv2
+
+        from spotvlm_ros.imaging import ImageError
+        from spotvlm_ros.ros.convert import image_to_rgb
+
+        try:
+            rgb = image_to_rgb(msg, 2**31 - 1)
+        except ImageError as exc:
+            self.get_logger().warning(f"unusable overlay: {exc}", throttle_duration_sec=10.0)
+            return
+        name = f"{stamp_of(msg.header.stamp)}.png"
+        cv2.imwrite(str(self.overlay_dir / name), rgb[:, :, ::-1])  # type: ignore[operator]
+        self.overlays_saved += 1
 
     def _on_truth(self, msg: GroundTruth) -> None:
         with self._lock:
