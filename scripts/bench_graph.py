@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spotvlm_ros.runner import Graph, config_dir, node_argv  # noqa: E402
-from spotvlm_ros.tools.benchdoc import update_section  # noqa: E402
+from spotvlm_ros.tools.benchdoc import percentile, update_section  # noqa: E402
 from test.helpers.graph import Probe, real_frames  # noqa: E402
 from test.helpers.models import tiny_model_dir  # noqa: E402
 
@@ -34,11 +34,6 @@ def cpu_seconds(pid: int) -> float:
     """user + system CPU time of a process (s)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> int:

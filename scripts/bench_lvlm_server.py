@@ -26,15 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, OutcomeKind  # noqa: E402
-from spotvlm_ros.tools.benchdoc import update_section  # noqa: E402
+from spotvlm_ros.tools.benchdoc import percentile, update_section  # noqa: E402
 from test.helpers.servers import lvlm_server  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def load(url: str, frames: list[np.ndarray], n: int, concurrency: int) -> tuple[list, float]:

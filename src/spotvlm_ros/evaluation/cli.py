@@ -173,7 +173,9 @@ def plot(rows: list[dict[str, Any]], path: Path, note: str) -> None:
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
-    ax.set_title(note, fontsize=8)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(note, 90)), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
