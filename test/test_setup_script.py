@@ -1,0 +1,77 @@
+"""scripts/dev setup ends bad environments with a message that says what is wrong."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A copy of the tracked files (no venv, no build)."""
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    if not files:
+        pytest.skip("not a git checkout")
+    for name in files:
+        target = tmp_path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    return tmp_path
+
+
+def run_setup(checkout: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "scripts/dev", "setup"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+
+
+def test_no_route_to_the_package_index_is_said_plainly(checkout: Path) -> None:
+    result = run_setup(
+        checkout,
+        PIP_CONFIG_FILE=os.devnull,  # no local wheel folders, no mirrors
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="2",
+    )
+    assert result.returncode != 0
+    assert "pip could not download the pinned packages" in result.stderr
+    assert "it resumes where it stopped" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_second_setup_at_the_same_time_is_refused(checkout: Path) -> None:
+    (checkout / "log").mkdir()
+    with open(checkout / "log" / ".setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_setup(checkout)
+    assert result.returncode != 0
+    assert "another set-up is running in this checkout" in result.stderr
+
+
+def test_a_broken_venv_from_a_half_finished_setup_is_detected(checkout: Path) -> None:
+    venv = checkout / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text("#!/bin/sh\nexit 1\n")  # what an interrupted venv leaves
+    (venv / "python").chmod(0o755)
+    result = run_setup(
+        checkout,
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="2",
+    )
+    assert "is broken (a half-finished earlier set-up?); recreating it" in result.stdout
