@@ -117,7 +117,6 @@ class DetectorReplayLvlm:
 
     def answer(self, name: str, image: np.ndarray, question: str) -> LvlmAnswer:
         from spotvlm_ros.cloud.client import interpret_reply
-        from spotvlm_ros.core.types import Box
 
         k = key("lvlm", self.backend.name, name, question)
         hit = self.cache.get(k)
@@ -128,7 +127,6 @@ class DetectorReplayLvlm:
         answer, labels, rois, _ = interpret_reply(
             hit["reply"], self.vocab, frame_size=size, model_size=size
         )
-        del Box
         return LvlmAnswer(answer, labels, rois)
 
 

@@ -112,7 +112,6 @@ def make_video(folder: Path, path: Path) -> Path | None:
     frames = sorted(folder.glob("*.png"), key=lambda f: int(f.stem))
     if not frames:
         return None
-    first = cv2.imread(str(frames[0]))
     height, width = 720, 1280
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 2.0, (width, height))
     for f in frames:
@@ -120,7 +119,6 @@ def make_video(folder: Path, path: Path) -> Path | None:
         if image is not None:
             writer.write(cv2.resize(image, (width, height)))
     writer.release()
-    del first
     return path
 
 
