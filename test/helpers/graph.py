@@ -44,13 +44,9 @@ def running_graph(log_dir: Path, *args: str) -> Iterator[subprocess.Popen[bytes]
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        from test.helpers.servers import stop_process
+
+        stop_process(proc, signal.SIGINT, timeout=40.0)
         runner_log.close()
 
 

@@ -265,6 +265,8 @@ class SvlmNode(Node):
         self._publish(self._result(frame, SvlmResult.STATUS_DROPPED, error=why))
 
     def _publish(self, result: SvlmResult) -> None:
+        if not self.context.ok():  # shutting down (Ctrl-C): the frame in progress is abandoned
+            return
         self._publisher.publish(result)
 
 
