@@ -194,7 +194,12 @@ def test_live_evaluator_agrees_with_the_offline_one(tmp_path: Path) -> None:
                 msg = Answer(labels=labels, source=int(e.source), latency=e.latency)  # type: ignore[attr-defined]
             msg.header.stamp = stamp
             pubs[kind].publish(msg)
-        time.sleep(1.0)  # reliable QoS: everything is delivered; give the node time to take it
+        # reliable QoS: wait until the evaluator has acknowledged every message
+        from rclpy.duration import Duration
+
+        for pub in pubs.values():
+            assert pub.wait_for_all_acked(Duration(seconds=20)), "the evaluator missed messages"
+        time.sleep(0.5)  # acknowledged means received; give its callbacks a moment to run
     finally:
         node.send_signal(signal.SIGINT)
         out, _ = node.communicate(timeout=30)
