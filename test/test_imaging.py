@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+
 import cv2
 import numpy as np
 import pytest
@@ -56,6 +58,43 @@ def test_row_padding_is_skipped() -> None:
     out = raw_to_rgb(padded.tobytes(), 2, 2, "rgb8", 8)
     assert out.shape == (2, 2, 3)
     assert (out == 7).all()
+
+
+@pytest.mark.parametrize("encoding", ["bgr8", "rgb8", "mono8"])
+def test_received_buffers_with_padded_rows_are_read_in_place_and_never_shared(
+    encoding: str,
+) -> None:
+    rng = np.random.default_rng(0)
+    channels = 1 if encoding == "mono8" else 3
+    pixels = rng.integers(0, 256, (5, 7, channels), dtype=np.uint8)
+    rows = np.zeros((5, 7 * channels + 3), np.uint8)  # 3 bytes of padding per row
+    rows[:, : 7 * channels] = pixels.reshape(5, -1)
+    received = array.array("B", rows.tobytes())  # what a subscription hands over
+    out = raw_to_rgb(received, 7, 5, encoding, rows.shape[1])
+    expected = {
+        "bgr8": pixels[:, :, ::-1],
+        "rgb8": pixels,
+        "mono8": np.repeat(pixels, 3, axis=2),
+    }[encoding]
+    assert out.shape == (5, 7, 3)
+    assert out.flags.c_contiguous
+    assert np.array_equal(out, expected)
+    out[:] = 0  # drawing on the result must not change the message
+    assert bytes(received) == rows.tobytes()
+
+
+def test_image_messages_round_trip_from_hand_built_data() -> None:
+    from spotvlm_ros.ros.convert import image_to_rgb, rgb_to_image
+
+    rgb = np.random.default_rng(1).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    for encoding in ("bgr8", "rgb8"):
+        msg = rgb_to_image(rgb, encoding)
+        assert (msg.width, msg.height, msg.step) == (6, 4, 18)
+        assert np.array_equal(image_to_rgb(msg, 100), rgb)
+        msg.data = list(msg.data)  # as a user might set it (the setter makes it an array)
+        assert np.array_equal(image_to_rgb(msg, 100), rgb)
+    with pytest.raises(ImageError, match="exceeds"):
+        image_to_rgb(rgb_to_image(rgb), 10)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from spotvlm_ros.core.focus import smart_resize
 from spotvlm_ros.core.parsing import Coordinates, parse_reply
 from spotvlm_ros.core.types import Roi
 from spotvlm_ros.core.vocab import Vocabulary, vocabulary
+from spotvlm_ros.imaging import swap_red_blue
 
 DEFAULT_PROMPT = (
     "{question}\n"
@@ -118,7 +119,8 @@ def encode_frame(image: np.ndarray, max_pixels: int, quality: int) -> tuple[str,
         if (new_h, new_w) == (height, width)
         else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
     )
-    ok, data = cv2.imencode(".jpg", resized[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    bgr = swap_red_blue(resized)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
     return "data:image/jpeg;base64," + base64.b64encode(data.tobytes()).decode(), (new_w, new_h)

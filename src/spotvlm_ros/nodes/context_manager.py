@@ -15,7 +15,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from geometry_msgs.msg import Point
-from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -112,15 +111,12 @@ class ContextManager(Node):
         self._context_pub = self.create_publisher(ContextUpdate, topics.CONTEXT, qos.LATCHED)
         self._overlay = self.create_publisher(Image, topics.OVERLAY, qos.RESULTS)
         self._markers = self.create_publisher(ImageMarker, topics.ROI_MARKERS, qos.RESULTS)
-        # Callbacks share state under self._lock; they may run in parallel otherwise, so that a
-        # large frame being taken never delays a result.
-        group = ReentrantCallbackGroup()
         sub = self.create_subscription
-        sub(Frame, topics.FRAME, self._on_frame, qos.RESULTS, callback_group=group)
-        sub(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS, callback_group=group)
-        sub(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS, callback_group=group)
-        sub(Header, topics.UPLOADS, self._on_upload, qos.RESULTS, callback_group=group)
-        self.create_timer(0.02, self._on_tick, callback_group=group)
+        sub(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
+        sub(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
+        sub(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS)
+        sub(Header, topics.UPLOADS, self._on_upload, qos.RESULTS)
+        self.create_timer(0.02, self._on_tick)
         # Overlays are drawn off the decision path, latest first: a slow drawing never delays
         # an answer, and an overlay superseded before it is drawn is skipped (and counted).
         self.overlays_skipped = 0

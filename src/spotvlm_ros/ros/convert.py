@@ -12,7 +12,7 @@ from spotvlm_msgs.msg import HistoryEntry as HistoryEntryMsg
 from spotvlm_msgs.msg import Roi as RoiMsg
 from spotvlm_ros.core.context import HistoryEntry
 from spotvlm_ros.core.types import NS_PER_S, Box, Roi, Source, Stamp
-from spotvlm_ros.imaging import decode_compressed, raw_to_rgb
+from spotvlm_ros.imaging import decode_compressed, raw_to_rgb, swap_red_blue
 
 
 def stamp_of(time: Time) -> Stamp:
@@ -83,8 +83,9 @@ def entries_to_msgs(entries: Sequence[HistoryEntry]) -> list[HistoryEntryMsg]:
 
 def image_to_rgb(msg: Image, max_pixels: int) -> np.ndarray:
     """(H, W, 3) RGB uint8 from an Image message; raises ImageError for bad input."""
+    # msg.data is an array.array (the message's setter converts whatever it is given)
     return raw_to_rgb(
-        bytes(msg.data), int(msg.width), int(msg.height), msg.encoding, int(msg.step), max_pixels
+        msg.data, int(msg.width), int(msg.height), msg.encoding, int(msg.step), max_pixels
     )
 
 
@@ -95,7 +96,7 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
 
 def rgb_to_image(rgb: np.ndarray, encoding: str = "bgr8") -> Image:
     """An Image message (bgr8 or rgb8) from an (H, W, 3) RGB uint8 array."""
-    pixels = rgb[:, :, ::-1] if encoding == "bgr8" else rgb
+    pixels = swap_red_blue(rgb) if encoding == "bgr8" else np.ascontiguousarray(rgb)
     height, width = rgb.shape[:2]
     return Image(
         height=height,
@@ -103,5 +104,5 @@ def rgb_to_image(rgb: np.ndarray, encoding: str = "bgr8") -> Image:
         encoding=encoding,
         is_bigendian=0,
         step=width * 3,
-        data=np.ascontiguousarray(pixels).tobytes(),
+        data=pixels.tobytes(),
     )
