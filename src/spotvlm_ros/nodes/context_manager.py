@@ -92,7 +92,12 @@ class ContextManager(Node):
                 low=0,
                 high=100000,
             ),
-            publish_overlay=declare(self, "publish_overlay", True, "publish the overlay image"),
+            publish_overlay=declare(
+                self,
+                "publish_overlay",
+                True,
+                "publish the overlay image and ROI markers (drawn only while subscribed)",
+            ),
             frames_kept=declare(
                 self, "frames_kept", 16, "frames kept for overlays", low=1, high=1000
             ),
@@ -241,12 +246,18 @@ class ContextManager(Node):
             else:
                 answer.header.stamp = to_time(decision.stamp)
             self._answers.publish(answer)
-            if frame is not None and self.config.publish_overlay:
+            if frame is not None and self._overlay_watched():
                 with self._overlay_ready:
                     if self._overlay_job is not None:
                         self.overlays_skipped += 1
                     self._overlay_job = (frame, decision, rois, roi_stamp)
                     self._overlay_ready.notify()
+
+    def _overlay_watched(self) -> bool:
+        """Whether to draw: enabled, and someone (RViz, a recorder) subscribes."""
+        return self.config.publish_overlay and (
+            self._overlay.get_subscription_count() + self._markers.get_subscription_count() > 0
+        )
 
     def _draw_overlays(self) -> None:
         while True:
@@ -309,7 +320,8 @@ class ContextManager(Node):
         self.get_logger().info(
             f"answers by source {self.answers}; LVLM answers: {c.replaced} replaced, "
             f"{c.inserted} inserted, {c.stale} stale, {c.duplicate} duplicate, "
-            f"{c.superseded} superseded"
+            f"{c.superseded} superseded; overlays skipped (superseded before drawn): "
+            f"{self.overlays_skipped}"
         )
 
 

@@ -8,6 +8,7 @@ description, range) and every topic, so the reference cannot drift from the code
 from __future__ import annotations
 
 import ast
+import argparse
 import sys
 from pathlib import Path
 
@@ -101,11 +102,13 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Write or check the page."""
-    args = sys.argv[1:] if argv is None else argv
-    check = "--check" in args
-    path = Path(next(a for a in args if a != "--check"))
+    parser = argparse.ArgumentParser(description="Generate the node reference page.")
+    parser.add_argument("path", type=Path, help="the page to write, e.g. docs/nodes.md")
+    parser.add_argument("--check", action="store_true", help="only check it is up to date")
+    args = parser.parse_args(argv)
+    path: Path = args.path
     text = render()
-    if check:
+    if args.check:
         if not path.is_file() or path.read_text() != text:
             print(f"{path} is out of date: run python -m spotvlm_ros.tools.node_docs {path}")
             return 1
