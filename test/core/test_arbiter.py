@@ -142,3 +142,18 @@ def test_live_failed_upload_settles_a_frame_with_an_in_time_svlm_answer() -> Non
     assert decision is not None
     assert decision.source is Source.SVLM
     assert live.pending() == 0
+
+
+def test_live_next_due_is_the_oldest_pending_deadline() -> None:
+    live = LiveArbiter(Arbiter(1.0))
+    assert live.next_due() is None
+    live.register(S(101.0))
+    live.register(S(100.5))
+    assert live.next_due() == S(101.5)
+    # nothing is decided at next_due itself, the oldest frame is just after it
+    assert live.due(S(101.5)) == []
+    [decision] = live.due(S(101.5) + 1)
+    assert decision.stamp == S(100.5)
+    assert live.next_due() == S(102.0)
+    live.due(S(103.0))
+    assert live.next_due() is None

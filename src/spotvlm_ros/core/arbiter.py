@@ -132,6 +132,13 @@ class LiveArbiter:
         expired = sorted(s for s in self._pending if now - s > limit)
         return [self._finish(s) for s in expired]
 
+    def next_due(self) -> Stamp | None:
+        """The time after which :meth:`due` decides the oldest pending frame (None when no
+        frame is pending)."""
+        if not self._pending:
+            return None
+        return min(self._pending) + stamp_from_seconds(self.arbiter.deadline)
+
     def pending(self) -> int:
         """Frames registered and not yet decided."""
         return len(self._pending)

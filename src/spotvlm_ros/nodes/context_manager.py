@@ -121,7 +121,10 @@ class ContextManager(Node):
         sub(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
         sub(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS)
         sub(Header, topics.UPLOADS, self._on_upload, qos.RESULTS)
-        self.create_timer(0.02, self._on_tick)
+        # Fires just after the oldest pending frame's deadline (re-armed on every change), so
+        # a frame without an answer in time is decided on time, and an idle node sleeps.
+        self._deadline_timer = self.create_timer(1.0, self._on_deadline)
+        self._deadline_timer.cancel()
         # Overlays are drawn off the decision path, latest first: a slow drawing never delays
         # an answer, and an overlay superseded before it is drawn is skipped (and counted).
         self.overlays_skipped = 0
@@ -148,10 +151,13 @@ class ContextManager(Node):
                 self._frames.popitem(last=False)
             forced = self.arbiter.register(stamp)
         self._emit(forced)
+        self._arm_deadline()
 
     def _on_upload(self, header: Header) -> None:
         with self._lock:
-            self.arbiter.expect_lvlm(stamp_of(header.stamp))
+            decision = self.arbiter.expect_lvlm(stamp_of(header.stamp))
+        self._emit([decision] if decision else [])
+        self._arm_deadline()
 
     def _on_svlm(self, result: SvlmResult) -> None:
         stamp = stamp_of(result.header.stamp)
@@ -170,6 +176,7 @@ class ContextManager(Node):
             else:
                 update = None
         self._emit(decided)
+        self._arm_deadline()
         if update is not None:
             self._context_pub.publish(update)
 
@@ -202,13 +209,26 @@ class ContextManager(Node):
                 decided = [decision] if decision else []
                 update = self._context_update()
         self._emit(decided)
+        self._arm_deadline()
         if update is not None:
             self._context_pub.publish(update)
 
-    def _on_tick(self) -> None:
+    def _on_deadline(self) -> None:
         with self._lock:
             decided = self.arbiter.due(self._now())
         self._emit(decided)
+        self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        """Point the deadline timer at the oldest pending frame's deadline (or stop it)."""
+        with self._lock:
+            due = self.arbiter.next_due()
+        if due is None:
+            self._deadline_timer.cancel()
+            return
+        # just after the deadline: due() decides frames strictly past it
+        self._deadline_timer.timer_period_ns = max(due - self._now(), 0) + 1_000_000
+        self._deadline_timer.reset()
 
     # --- outputs ------------------------------------------------------------------------
 

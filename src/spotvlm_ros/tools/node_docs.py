@@ -7,8 +7,8 @@ description, range) and every topic, so the reference cannot drift from the code
 
 from __future__ import annotations
 
-import ast
 import argparse
+import ast
 import sys
 from pathlib import Path
 
