@@ -144,7 +144,7 @@ def test_round_trip_through_the_bag_player(tmp_path: Path) -> None:
     from spotvlm_ros.ros import qos
     from spotvlm_ros.ros.convert import stamp_of
 
-    probe = Probe("bag_probe")
+    probe = Probe("bag_probe", camera=False)
     truths: list[GroundTruth] = []
     images: list[object] = []
     probe.node.create_subscription(GroundTruth, TRUTH_TOPIC, truths.append, qos.RESULTS)

@@ -61,7 +61,11 @@ def logs(log_dir: Path) -> str:
 class Probe:
     """An rclpy node in the test process: publishes camera frames, records the graph's output."""
 
-    def __init__(self, name: str = "test_probe", overlays: bool = True) -> None:
+    def __init__(
+        self, name: str = "test_probe", overlays: bool = True, camera: bool = True
+    ) -> None:
+        """``camera=False``: no camera publisher (a test that listens to another one's camera
+        topic reliably would otherwise meet its own best-effort publisher: incompatible QoS)."""
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from sensor_msgs.msg import Image
@@ -72,7 +76,8 @@ class Probe:
         if not rclpy.ok():
             rclpy.init()
         self.node = rclpy.create_node(name)
-        self.camera = self.node.create_publisher(Image, "/camera/image_raw", qos.CAMERA)
+        if camera:
+            self.camera = self.node.create_publisher(Image, "/camera/image_raw", qos.CAMERA)
         self.answers: list[Any] = []
         self.svlm: list[Any] = []
         self.lvlm: list[Any] = []
