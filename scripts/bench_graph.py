@@ -193,8 +193,8 @@ def main() -> int:
     parser.add_argument(
         "--torch-threads",
         type=int,
-        default=1,
-        help="svlm_node's torch threads (1 leaves a core to the graph here)",
+        default=0,
+        help="svlm_node's torch threads (0: its default, one fewer than the cores)",
     )
     parser.add_argument("--per-frame", action="store_true", help="print every frame's timing")
     parser.add_argument("--no-write", action="store_true")

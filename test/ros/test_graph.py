@@ -93,7 +93,7 @@ def test_fast_cloud_answers_every_frame_and_the_graph_survives_the_server_going_
             wait_for_answers(probe, stamps, log_dir)
             down = list(probe.answers)
             assert sorted(stamp_of(a.header.stamp) for a in down) == sorted(stamps)
-            assert all(a.source == SOURCE_SVLM for a in down), [a.source for a in down]
+            assert all(a.source == SOURCE_SVLM for a in down), svlm_timeline(probe)
             assert not any(a.source == SOURCE_LVLM for a in down)
             assert any(r.status != 0 and "connection" in r.error for r in probe.lvlm)
 
@@ -134,7 +134,7 @@ def test_slow_cloud_answers_come_from_the_svlm_and_late_lvlm_answers_enter_its_h
         probe.wait_for(lambda: len(probe.svlm) >= 12, 10.0, "every SVLM result")
     answers = list(probe.answers)
     assert sorted(stamp_of(a.header.stamp) for a in answers) == sorted(stamps)
-    assert sum(a.source == SOURCE_SVLM for a in answers) >= 10, [a.source for a in answers]
+    assert sum(a.source == SOURCE_SVLM for a in answers) >= 10, svlm_timeline(probe)
     assert not any(a.source == SOURCE_LVLM for a in answers)
     lvlm_ok = {stamp_of(r.header.stamp) for r in probe.lvlm if r.status == 0}
     assert lvlm_ok, "no LVLM answer arrived"
@@ -150,6 +150,26 @@ def test_slow_cloud_answers_come_from_the_svlm_and_late_lvlm_answers_enter_its_h
         assert stamp_of(cloud_turn.stamp) < stamp_of(result.header.stamp)
     # and the SVLM used their ROIs for visual focus
     assert any(s.ggvr_applied and s.visual_tokens_used < s.visual_tokens_full for s in with_cloud)
+
+
+def svlm_timeline(probe: Probe) -> str:
+    """Every answer's source and latency and the SVLM's result for its frame, for failures."""
+    from spotvlm_ros.ros.convert import stamp_of
+
+    svlm = {stamp_of(r.header.stamp): r for r in probe.svlm}
+    lines = []
+    for a in probe.answers:
+        r = svlm.get(stamp_of(a.header.stamp))
+        lines.append(
+            f"frame {a.frame_seq}: source {a.source} after {a.latency:.2f} s; SVLM "
+            + (
+                f"status {r.status}, queue {r.queue_delay:.2f} s, "
+                f"inference {r.inference_latency:.2f} s {r.error}"
+                if r
+                else "no result"
+            )
+        )
+    return "\n".join(lines)
 
 
 def wait_for_answers(probe: Probe, stamps: list[int], log_dir: Path) -> None:

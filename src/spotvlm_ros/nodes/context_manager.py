@@ -13,6 +13,7 @@ import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from geometry_msgs.msg import Point
 from rclpy.node import Node
@@ -109,7 +110,9 @@ class ContextManager(Node):
         self._frames: OrderedDict[Stamp, Frame] = OrderedDict()
         self._roi_sets: OrderedDict[Stamp, list[Roi]] = OrderedDict()
         self._latest_rois: tuple[Stamp, list[Roi]] | None = None
-        self._svlm_rois: dict[Stamp, Stamp] = {}  # frame -> ROI source stamp the SVLM used
+        # frame -> ROI source stamp the SVLM used (a result that comes after its frame's
+        # decision is never collected: bounded like the frames)
+        self._svlm_rois: OrderedDict[Stamp, Stamp] = OrderedDict()
         self._revision = 0
         self.answers = {s.name: 0 for s in Source}
         self._answers = self.create_publisher(Answer, topics.ANSWER, qos.RESULTS)
@@ -147,8 +150,7 @@ class ContextManager(Node):
         stamp = stamp_of(frame.header.stamp)
         with self._lock:
             self._frames[stamp] = frame
-            while len(self._frames) > self.config.frames_kept:
-                self._frames.popitem(last=False)
+            bound(self._frames, self.config.frames_kept)
             forced = self.arbiter.register(stamp)
         self._emit(forced)
         self._arm_deadline()
@@ -165,6 +167,7 @@ class ContextManager(Node):
         with self._lock:
             if result.roi_used:
                 self._svlm_rois[stamp] = stamp_of(result.roi_source_stamp)
+                bound(self._svlm_rois, self.config.frames_kept)
             if result.status == SvlmResult.STATUS_OK:
                 self.history.add_svlm(stamp, result.question, result.answer)
                 candidate = Candidate(
@@ -199,11 +202,11 @@ class ContextManager(Node):
                         throttle_duration_sec=10.0,
                     )
                 rois = rois_from_msgs(result.rois)
+                if rois:  # kept for the overlays, whether or not they go to the SVLM
+                    self._roi_sets[stamp] = rois
+                    bound(self._roi_sets, self.config.frames_kept)
                 if rois and outcome in (ReplacementOutcome.REPLACED, ReplacementOutcome.INSERTED):
                     self._latest_rois = (stamp, rois)
-                    self._roi_sets[stamp] = rois
-                    while len(self._roi_sets) > self.config.frames_kept:
-                        self._roi_sets.popitem(last=False)
                 candidate = Candidate(Source.LVLM, result.answer, frozenset(result.labels), arrival)
                 decision = self.arbiter.offer(stamp, candidate)
                 decided = [decision] if decision else []
@@ -249,7 +252,11 @@ class ContextManager(Node):
         for decision in decisions:
             with self._lock:
                 frame = self._frames.get(decision.stamp)
+                # The overlay shows the ROIs behind the final answer: the LVLM's own for this
+                # frame, or those the SVLM focused on (from an earlier frame, with their age).
                 roi_stamp = self._svlm_rois.pop(decision.stamp, None)
+                if decision.source is Source.LVLM:
+                    roi_stamp = decision.stamp
                 rois = self._roi_sets.get(roi_stamp, []) if roi_stamp is not None else []
             self.answers[decision.source.name] += 1
             answer = Answer(
@@ -343,6 +350,12 @@ class ContextManager(Node):
             f"{c.superseded} superseded; overlays skipped (superseded before drawn): "
             f"{self.overlays_skipped}"
         )
+
+
+def bound(items: OrderedDict[Stamp, Any], size: int) -> None:
+    """Forget the oldest entries beyond ``size``."""
+    while len(items) > size:
+        items.popitem(last=False)
 
 
 def main(args: list[str] | None = None) -> int:
