@@ -23,6 +23,7 @@ import numpy as np
 from spotvlm_ros.core.types import NS_PER_S
 from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.data.sequences import READERS, DatasetError, LabelledFrame
+from spotvlm_ros.imaging import swap_red_blue
 
 CAMERA_TOPIC = "/camera/image_raw"
 TRUTH_TOPIC = "/spotvlm/ground_truth"
@@ -95,7 +96,7 @@ def write_bag(
                 stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id="camera"
             )
             rgb = frame.load()
-            bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+            bgr = swap_red_blue(rgb)
             if compressed:
                 import cv2
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from spotvlm_ros.core.types import NS_PER_S, Box, Roi, Stamp
 from spotvlm_ros.core.vocab import Vocabulary
+from spotvlm_ros.imaging import swap_red_blue
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -45,7 +46,7 @@ def _read_rgb(path: Path) -> Callable[[], np.ndarray]:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise DatasetError(f"cannot read the image {path}")
-        return np.ascontiguousarray(image[:, :, ::-1])
+        return swap_red_blue(image)
 
     return load
 
@@ -184,7 +185,7 @@ def video(path: Path, vocab: Vocabulary, fps: float | None = None) -> Iterator[L
             ok, bgr = capture.read()
             if not ok:
                 break
-            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+            rgb = swap_red_blue(bgr)
             yield LabelledFrame(
                 f"{path.stem}-{i:06d}", round(i / rate * NS_PER_S), lambda rgb=rgb: rgb, None
             )

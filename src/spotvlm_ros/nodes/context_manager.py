@@ -106,7 +106,6 @@ class ContextManager(Node):
         self.history = ContextReplacement(context_config)
         self.compressor = ContextCompressor(self.config.context_budget_tokens)
         self.arbiter = LiveArbiter(Arbiter(self.config.deadline_s))
-        self._lock = threading.Lock()
         self._frames: OrderedDict[Stamp, Frame] = OrderedDict()
         self._roi_sets: OrderedDict[Stamp, list[Roi]] = OrderedDict()
         self._latest_rois: tuple[Stamp, list[Roi]] | None = None
@@ -119,6 +118,8 @@ class ContextManager(Node):
         self._context_pub = self.create_publisher(ContextUpdate, topics.CONTEXT, qos.LATCHED)
         self._overlay = self.create_publisher(Image, topics.OVERLAY, qos.RESULTS)
         self._markers = self.create_publisher(ImageMarker, topics.ROI_MARKERS, qos.RESULTS)
+        # Every callback runs on the node's one executor thread (ros/spin.py), so the state
+        # above needs no lock; the overlay thread gets its work only through _overlay_job.
         sub = self.create_subscription
         sub(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
         sub(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
@@ -148,36 +149,31 @@ class ContextManager(Node):
 
     def _on_frame(self, frame: Frame) -> None:
         stamp = stamp_of(frame.header.stamp)
-        with self._lock:
-            self._frames[stamp] = frame
-            bound(self._frames, self.config.frames_kept)
-            forced = self.arbiter.register(stamp)
+        self._frames[stamp] = frame
+        bound(self._frames, self.config.frames_kept)
+        forced = self.arbiter.register(stamp)
         self._emit(forced)
         self._arm_deadline()
 
     def _on_upload(self, header: Header) -> None:
-        with self._lock:
-            decision = self.arbiter.expect_lvlm(stamp_of(header.stamp))
+        decision = self.arbiter.expect_lvlm(stamp_of(header.stamp))
         self._emit([decision] if decision else [])
         self._arm_deadline()
 
     def _on_svlm(self, result: SvlmResult) -> None:
         stamp = stamp_of(result.header.stamp)
         decided: list[Decision] = []
-        with self._lock:
-            if result.roi_used:
-                self._svlm_rois[stamp] = stamp_of(result.roi_source_stamp)
-                bound(self._svlm_rois, self.config.frames_kept)
-            if result.status == SvlmResult.STATUS_OK:
-                self.history.add_svlm(stamp, result.question, result.answer)
-                candidate = Candidate(
-                    Source.SVLM, result.answer, frozenset(result.labels), self._now()
-                )
-                decision = self.arbiter.offer(stamp, candidate)
-                decided = [decision] if decision else []
-                update = self._context_update()
-            else:
-                update = None
+        if result.roi_used:
+            self._svlm_rois[stamp] = stamp_of(result.roi_source_stamp)
+            bound(self._svlm_rois, self.config.frames_kept)
+        if result.status == SvlmResult.STATUS_OK:
+            self.history.add_svlm(stamp, result.question, result.answer)
+            candidate = Candidate(Source.SVLM, result.answer, frozenset(result.labels), self._now())
+            decision = self.arbiter.offer(stamp, candidate)
+            decided = [decision] if decision else []
+            update = self._context_update()
+        else:
+            update = None
         self._emit(decided)
         self._arm_deadline()
         if update is not None:
@@ -187,45 +183,42 @@ class ContextManager(Node):
         stamp = stamp_of(result.header.stamp)
         arrival = self._now()
         decided: list[Decision] = []
-        with self._lock:
-            if result.status != LvlmResult.STATUS_OK:
-                # No LVLM answer will come: an SVLM answer that arrived in time is final now.
-                decision = self.arbiter.expect_lvlm(stamp, False)
-                decided = [decision] if decision else []
-                update = None
-            else:
-                outcome = self.history.replace(stamp, result.answer, arrival, result.question)
-                if outcome is ReplacementOutcome.STALE:
-                    self.get_logger().info(
-                        f"LVLM answer for frame {result.frame_seq} arrived "
-                        f"{seconds_between(stamp, arrival):.1f} s late (> delta): not used",
-                        throttle_duration_sec=10.0,
-                    )
-                rois = rois_from_msgs(result.rois)
-                if rois:  # kept for the overlays, whether or not they go to the SVLM
-                    self._roi_sets[stamp] = rois
-                    bound(self._roi_sets, self.config.frames_kept)
-                if rois and outcome in (ReplacementOutcome.REPLACED, ReplacementOutcome.INSERTED):
-                    self._latest_rois = (stamp, rois)
-                candidate = Candidate(Source.LVLM, result.answer, frozenset(result.labels), arrival)
-                decision = self.arbiter.offer(stamp, candidate)
-                decided = [decision] if decision else []
-                update = self._context_update()
+        if result.status != LvlmResult.STATUS_OK:
+            # No LVLM answer will come: an SVLM answer that arrived in time is final now.
+            decision = self.arbiter.expect_lvlm(stamp, False)
+            decided = [decision] if decision else []
+            update = None
+        else:
+            outcome = self.history.replace(stamp, result.answer, arrival, result.question)
+            if outcome is ReplacementOutcome.STALE:
+                self.get_logger().info(
+                    f"LVLM answer for frame {result.frame_seq} arrived "
+                    f"{seconds_between(stamp, arrival):.1f} s late (> delta): not used",
+                    throttle_duration_sec=10.0,
+                )
+            rois = rois_from_msgs(result.rois)
+            if rois:  # kept for the overlays, whether or not they go to the SVLM
+                self._roi_sets[stamp] = rois
+                bound(self._roi_sets, self.config.frames_kept)
+            if rois and outcome in (ReplacementOutcome.REPLACED, ReplacementOutcome.INSERTED):
+                self._latest_rois = (stamp, rois)
+            candidate = Candidate(Source.LVLM, result.answer, frozenset(result.labels), arrival)
+            decision = self.arbiter.offer(stamp, candidate)
+            decided = [decision] if decision else []
+            update = self._context_update()
         self._emit(decided)
         self._arm_deadline()
         if update is not None:
             self._context_pub.publish(update)
 
     def _on_deadline(self) -> None:
-        with self._lock:
-            decided = self.arbiter.due(self._now())
+        decided = self.arbiter.due(self._now())
         self._emit(decided)
         self._arm_deadline()
 
     def _arm_deadline(self) -> None:
         """Point the deadline timer at the oldest pending frame's deadline (or stop it)."""
-        with self._lock:
-            due = self.arbiter.next_due()
+        due = self.arbiter.next_due()
         if due is None:
             self._deadline_timer.cancel()
             return
@@ -250,14 +243,13 @@ class ContextManager(Node):
 
     def _emit(self, decisions: list[Decision]) -> None:
         for decision in decisions:
-            with self._lock:
-                frame = self._frames.get(decision.stamp)
-                # The overlay shows the ROIs behind the final answer: the LVLM's own for this
-                # frame, or those the SVLM focused on (from an earlier frame, with their age).
-                roi_stamp = self._svlm_rois.pop(decision.stamp, None)
-                if decision.source is Source.LVLM:
-                    roi_stamp = decision.stamp
-                rois = self._roi_sets.get(roi_stamp, []) if roi_stamp is not None else []
+            frame = self._frames.get(decision.stamp)
+            # The overlay shows the ROIs behind the final answer: the LVLM's own for this
+            # frame, or those the SVLM focused on (from an earlier frame, with their age).
+            roi_stamp = self._svlm_rois.pop(decision.stamp, None)
+            if decision.source is Source.LVLM:
+                roi_stamp = decision.stamp
+            rois = self._roi_sets.get(roi_stamp, []) if roi_stamp is not None else []
             self.answers[decision.source.name] += 1
             answer = Answer(
                 question=self.config.question,
@@ -336,8 +328,7 @@ class ContextManager(Node):
 
     def close(self) -> None:
         """Decide what is still pending, stop drawing, and log the totals."""
-        with self._lock:
-            decided = self.arbiter.due(self._now() + int(self.config.deadline_s * 2e9))
+        decided = self.arbiter.due(self._now() + int(self.config.deadline_s * 2e9))
         self._emit(decided)
         with self._overlay_ready:
             self._closing = True

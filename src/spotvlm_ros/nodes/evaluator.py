@@ -57,7 +57,7 @@ class Evaluator(Node):
     def _on_overlay(self, msg: Image) -> None:
         import cv2
 
-        from spotvlm_ros.imaging import ImageError
+        from spotvlm_ros.imaging import ImageError, swap_red_blue
         from spotvlm_ros.ros.convert import image_to_rgb
 
         try:
@@ -66,7 +66,7 @@ class Evaluator(Node):
             self.get_logger().warning(f"unusable overlay: {exc}", throttle_duration_sec=10.0)
             return
         name = f"{stamp_of(msg.header.stamp)}.png"
-        cv2.imwrite(str(self.overlay_dir / name), rgb[:, :, ::-1])  # type: ignore[operator]
+        cv2.imwrite(str(self.overlay_dir / name), swap_red_blue(rgb))  # type: ignore[operator]
         self.overlays_saved += 1
 
     def _on_truth(self, msg: GroundTruth) -> None:
