@@ -114,8 +114,10 @@ class Probe:
                 raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.05)
 
-    def wait_for_graph(self, timeout: float = 90.0) -> None:
-        """Wait until every node is up and matched (discovery, not a fixed sleep)."""
+    def wait_for_graph(self, timeout: float = 90.0, warm_up: np.ndarray | None = None) -> None:
+        """Wait until every node is up and matched (discovery, not a fixed sleep), and with
+        ``warm_up``, until the graph has answered that frame (see :meth:`wait_until_answered`;
+        its answer stays in the records: tests look at the stamps they published)."""
         self.wait_for(lambda: self.camera.get_subscription_count() >= 1, timeout, "camera_ingest")
         self.wait_for(
             lambda: self.node.count_subscribers("/spotvlm/frame") >= 3,
@@ -132,6 +134,25 @@ class Probe:
             timeout,
             "svlm_node (model loaded)",
         )
+        if warm_up is not None:
+            self.wait_until_answered(warm_up, timeout)
+
+    def wait_until_answered(self, rgb: np.ndarray, timeout: float) -> None:
+        """Publish ``rgb`` until the graph answers one of them.
+
+        The camera topic is best effort, like a camera's, and discovery is not symmetric:
+        this publisher may see camera_ingest's subscription before that subscription has
+        matched it, and a frame sent then is lost (seen on the first run after a rebuild).
+        """
+        give_up = time.monotonic() + timeout
+        while True:
+            stamp = self.publish_frame(rgb)
+            try:
+                self.wait_for(lambda s=stamp: s in self.answer_arrivals, 5.0, "")
+                return
+            except TimeoutError:
+                if time.monotonic() > give_up:
+                    raise TimeoutError(f"no warm-up frame answered within {timeout} s") from None
 
     def publish_frame(self, rgb: np.ndarray, **fields: Any) -> int:
         """Publish one camera frame (bgr8) stamped now, with ``fields`` of the Image message

@@ -66,9 +66,10 @@ def spotvlm_launch() -> launch.LaunchDescription:
 def test_every_frame_gets_one_answer_mostly_from_the_fast_cloud(probe: Probe) -> None:
     from spotvlm_ros.ros.convert import stamp_of
 
-    probe.wait_for_graph(timeout=120.0)
-    probe.wait_for(_server_ready, 60.0, "the LVLM server")
-    stamps = probe.publish_at_rate(real_frames(8), hz=2.0)
+    probe.wait_for(_server_ready, 120.0, "the LVLM server")
+    frames = real_frames(8)
+    probe.wait_for_graph(timeout=120.0, warm_up=frames[0])
+    stamps = probe.publish_at_rate(frames, hz=2.0)
     probe.wait_for(
         lambda: set(stamps) <= {stamp_of(a.header.stamp) for a in probe.answers},
         20.0,
@@ -77,7 +78,8 @@ def test_every_frame_gets_one_answer_mostly_from_the_fast_cloud(probe: Probe) ->
     answers = [a for a in probe.answers if stamp_of(a.header.stamp) in set(stamps)]
     assert len(answers) == len(stamps)
     assert sum(a.source == 2 for a in answers) >= 5, [a.source for a in answers]
-    probe.wait_for(lambda: len(probe.overlays) >= len(stamps), 10.0, "overlays")
+    overlays = lambda: {stamp_of(o.header.stamp) for o in probe.overlays}  # noqa: E731
+    probe.wait_for(lambda: set(stamps) <= overlays(), 10.0, "an overlay for every frame")
 
 
 def _server_ready() -> bool:

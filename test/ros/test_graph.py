@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,6 +46,13 @@ def probe() -> Iterator[Probe]:
     p.close()
 
 
+def answers_to(probe: Probe, stamps: list[int]) -> list[Any]:
+    """The answers received for the frames at ``stamps`` (not the warm-up frame's)."""
+    from spotvlm_ros.ros.convert import stamp_of
+
+    return [a for a in probe.answers if stamp_of(a.header.stamp) in set(stamps)]
+
+
 def answered(probe: Probe, stamps: list[int]) -> bool:
     from spotvlm_ros.ros.convert import stamp_of
 
@@ -74,10 +82,10 @@ def test_fast_cloud_answers_every_frame_and_the_graph_survives_the_server_going_
     server.enter_context(lvlm_server("--latency", "0.3", port=port))
     try:
         with running_graph(log_dir, *args):
-            probe.wait_for_graph()
+            probe.wait_for_graph(warm_up=frames[0])
             stamps = probe.publish_at_rate(frames[:8], hz=2.0)
             wait_for_answers(probe, stamps, log_dir)
-            first = list(probe.answers)
+            first = answers_to(probe, stamps)
             # exactly one final answer per published frame
             assert sorted(stamp_of(a.header.stamp) for a in first) == sorted(stamps)
             from_lvlm = [a for a in first if a.source == SOURCE_LVLM]
@@ -128,11 +136,11 @@ def test_slow_cloud_answers_come_from_the_svlm_and_late_lvlm_answers_enter_its_h
             *DEADLINE,
         ),
     ):
-        probe.wait_for_graph()
+        probe.wait_for_graph(warm_up=frames[0])
         stamps = probe.publish_at_rate(frames[:12], hz=2.0)
         wait_for_answers(probe, stamps, log_dir)
-        probe.wait_for(lambda: len(probe.svlm) >= 12, 10.0, "every SVLM result")
-    answers = list(probe.answers)
+        probe.wait_for(lambda: len(probe.svlm) >= 13, 10.0, "every SVLM result")
+    answers = answers_to(probe, stamps)
     assert sorted(stamp_of(a.header.stamp) for a in answers) == sorted(stamps)
     assert sum(a.source == SOURCE_SVLM for a in answers) >= 10, svlm_timeline(probe)
     assert not any(a.source == SOURCE_LVLM for a in answers)
