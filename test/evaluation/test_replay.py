@@ -3,12 +3,12 @@ agreement with the live evaluator node fed the same events over DDS."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,6 +68,14 @@ def run(method: str, latency: float) -> tuple[dict[str, object], ScriptedSvlm, l
     svlm = ScriptedSvlm()
     log, events = replay(frames(), METHODS[method], lambda i: latency, svlm, ScriptedLvlm(), VOCAB)
     return log.report(), svlm, events
+
+
+def report(folder: Path) -> object:
+    """The evaluator's report.json in ``folder`` (None until it is written whole)."""
+    try:
+        return json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def test_edge_only_by_hand() -> None:
@@ -199,11 +207,14 @@ def test_live_evaluator_agrees_with_the_offline_one(tmp_path: Path) -> None:
 
         for pub in pubs.values():
             assert pub.wait_for_all_acked(Duration(seconds=20)), "the evaluator missed messages"
-        time.sleep(0.5)  # acknowledged means received; give its callbacks a moment to run
+        # Acknowledged means in the evaluator's reader, not yet handled by its callbacks: wait
+        # for its periodic report (every 5 s) to count every message before stopping it.
+        expected = json.loads(json.dumps(offline))
+        with contextlib.suppress(TimeoutError):  # a mismatch fails below, with the diff
+            probe.wait_for(lambda: report(tmp_path) == expected, 30, "the evaluator's report")
     finally:
         node.send_signal(signal.SIGINT)
         out, _ = node.communicate(timeout=30)
         probe.close()
-    live = json.loads((tmp_path / "report.json").read_text())
-    assert live == json.loads(json.dumps(offline)), out
+    assert report(tmp_path) == json.loads(json.dumps(offline)), out
     assert (tmp_path / "report.md").read_text().startswith("# spotvlm evaluation")
