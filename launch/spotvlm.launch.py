@@ -1,91 +1,95 @@
-"""The whole spotvlm graph: camera_ingest, svlm_node, cloud_bridge, context_manager, and
-optionally the local LVLM server, a bag player and the evaluator.
+"""The whole spotvlm graph: camera_ingest, svlm_node (managed), cloud_bridge,
+context_manager, and optionally the local LVLM server, a bag player and the evaluator.
 
     ros2 launch spotvlm_ros spotvlm.launch.py model_path:=/models/Qwen2.5-VL-3B-Instruct \
         base_url:=http://gpu-server:8000/v1 lvlm_model:=Qwen/Qwen2.5-VL-72B-Instruct
 
-With ``bag:=PATH`` the bag is played and the launch shuts down once it has played.
+    ros2 launch spotvlm_ros spotvlm.launch.py model_path:=build/test-models/tiny \
+        start_server:=true bag:=rosbags/demo evaluate:=true
+
+The arguments are checked before anything starts: one that cannot work (a missing model
+folder, an LVLM server nobody answers at, an unknown task) stops the launch with one
+message. svlm_node is brought to active (configure loads the model); the bag player
+starts only once it is active, and the launch shuts down once the bag has played. A node
+that dies is respawned (svlm_node is configured and activated again); a node that cannot
+start at all stops the launch. ``ros2 launch spotvlm_ros spotvlm.launch.py --show-args``
+lists every argument.
 """
 
-from launch import LaunchDescription
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import lifecycle_msgs.msg
+from launch import LaunchContext, LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
     EmitEvent,
     ExecuteProcess,
+    LogInfo,
+    OpaqueFunction,
     RegisterEventHandler,
     SetEnvironmentVariable,
 )
-from launch.conditions import IfCondition
-from launch.event_handlers import OnProcessExit
-from launch.events import Shutdown
-from launch.substitutions import (
-    EnvironmentVariable,
-    LaunchConfiguration,
-    PathJoinSubstitution,
-    PythonExpression,
-)
-from launch_ros.actions import Node
-from launch_ros.descriptions import ParameterValue
+from launch.event_handlers import OnProcessExit, OnProcessStart
+from launch.events import Shutdown, matches_action
+from launch.events.process import ProcessExited
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
+
+from spotvlm_ros import launch_args
+from spotvlm_ros.ros.spin import EXIT_STARTUP_ERROR
 
 PACKAGE = "spotvlm_ros"
 
 ARGUMENTS = {
-    "camera_topic": ("/camera/image_raw", "camera topic (sensor_msgs/Image)"),
-    "compressed": ("false", "the camera topic carries sensor_msgs/CompressedImage"),
-    "model_path": ("", "SVLM: Qwen2.5-VL model folder"),
+    "namespace": ("", "ROS namespace of the graph's nodes and spotvlm/ topics (robot, camera)"),
+    "camera_topic": ("/camera/image_raw", "camera image topic (image_transport base name)"),
+    "transport": (
+        "auto",
+        "auto: whatever is published on camera_topic or camera_topic/compressed; raw; compressed",
+    ),
+    "model_path": ("", "SVLM: Qwen2.5-VL model folder (required)"),
     "base_url": ("http://127.0.0.1:8000/v1", "LVLM: OpenAI-compatible API root"),
     "lvlm_model": ("Qwen/Qwen2.5-VL-72B-Instruct", "LVLM: served model name"),
     "api_key_env": ("", "LVLM: NAME of the environment variable holding the API key"),
     "task": ("bdd100k", "task vocabulary: nuscenes, bdd100k, coco"),
+    "question": ("", "the question asked about every frame (empty: the task's default)"),
     "deadline": ("1.0", "real-time deadline [s]"),
     "rate": ("2.0", "task rate [Hz]"),
+    "cloud": ("true", "run cloud_bridge (false: the SVLM answers alone)"),
+    "check_lvlm": ("true", "stop at once if base_url does not accept a connection"),
     "start_server": ("false", "start the package's local LVLM server (detector backend)"),
     "server_port": ("8000", "its port (base_url must point at it)"),
     "server_latency": ("2.0", "its injected latency [s]"),
-    "bag": ("", "a rosbag2 folder to play (and stop when played)"),
+    "server_args": ("", "more spotvlm-lvlm-server options, e.g. '--error-rate 0.1'"),
+    "bag": ("", "a rosbag2 folder to play once svlm_node is active (and stop when played)"),
     "bag_rate": ("1.0", "playback speed factor"),
-    "evaluate": ("false", "run the evaluator against /spotvlm/ground_truth"),
+    "evaluate": ("false", "run the evaluator against spotvlm/ground_truth"),
     "report_dir": ("out/eval", "where the evaluator writes its report"),
+    "autostart": ("true", "bring svlm_node to active (false: leave it unconfigured)"),
+    "respawn": ("true", "restart a node that dies"),
+    "respawn_delay": ("1.0", "wait this long before restarting it [s]"),
+    "params_file": ("", "a ROS parameter file applied to every node after config/<node>.yaml"),
+    "output": ("screen", "node output: screen, log, or own_log (a file per node)"),
     "log_level": ("info", "ROS log level of the nodes"),
 }
 
 
-def config(name: str) -> PathJoinSubstitution:
-    return PathJoinSubstitution([FindPackageShare(PACKAGE), "config", f"{name}.yaml"])
-
-
-def text(name: str) -> ParameterValue:
-    """A launch argument passed as a string parameter (never YAML-converted)."""
-    return ParameterValue(LaunchConfiguration(name), value_type=str)
-
-
-def number(name: str) -> ParameterValue:
-    return ParameterValue(LaunchConfiguration(name), value_type=float)
-
-
-def flag(name: str) -> ParameterValue:
-    return ParameterValue(LaunchConfiguration(name), value_type=bool)
-
-
-def node(executable: str, parameters: dict, **kwargs) -> Node:
-    return Node(
-        package=PACKAGE,
-        executable=executable,
-        name=executable,
-        output="screen",
-        emulate_tty=True,
-        parameters=[config(executable), parameters],
-        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
-        **kwargs,
-    )
+class GraphError(RuntimeError):
+    """The graph cannot run; launch prints the message and exits 1."""
 
 
 def generate_launch_description() -> LaunchDescription:
+    """Declared arguments, the DDS profile, and the graph built from the arguments."""
     declared = [
         DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGUMENTS.items()
     ]
-    default_profile = PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "fastdds.xml"])
+    default_profile = [FindPackageShare(PACKAGE), "/config/fastdds.xml"]
     declared.append(
         DeclareLaunchArgument(
             "fastdds_profile",
@@ -95,68 +99,202 @@ def generate_launch_description() -> LaunchDescription:
             description="Fast DDS profile (the default has a large shared-memory segment)",
         )
     )
-    task = {"task_vocabulary": text("task")}
-    bag_player = node(
-        "bag_player",
-        {"bag_path": text("bag"), "rate": number("bag_rate"), "exit_when_done": True},
-        condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])),
-    )
-    server = ExecuteProcess(
-        cmd=[
-            PathJoinSubstitution(
-                [FindPackagePrefix(PACKAGE), "lib", PACKAGE, "spotvlm-lvlm-server"]
-            ),
-            "--port",
-            LaunchConfiguration("server_port"),
-            "--latency",
-            LaunchConfiguration("server_latency"),
-            "--vocabulary",
-            LaunchConfiguration("task"),
-        ],
-        name="lvlm_server",
-        output="screen",
-        condition=IfCondition(LaunchConfiguration("start_server")),
-    )
     return LaunchDescription(
         [
             *declared,
             SetEnvironmentVariable(
                 "FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")
             ),
-            server,
-            node(
-                "camera_ingest",
-                {
-                    "input_topic": text("camera_topic"),
-                    "rate_hz": number("rate"),
-                    "compressed": flag("compressed"),
-                },
-            ),
-            node(
-                "svlm_node",
-                {"model_path": text("model_path"), "deadline_s": number("deadline"), **task},
-            ),
+            OpaqueFunction(function=graph),
+        ]
+    )
+
+
+def graph(context: LaunchContext) -> list[Any]:
+    """The graph's actions for the given arguments (checked first)."""
+    values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    try:
+        launch_args.check(values)
+    except launch_args.LaunchArgumentError as exc:
+        raise GraphError(f"spotvlm.launch.py: {exc}") from None
+    on = lambda name: launch_args.flag(values, name)  # noqa: E731
+    share = FindPackageShare(PACKAGE).perform(context)
+    lib = f"{FindPackagePrefix(PACKAGE).perform(context)}/lib/{PACKAGE}"
+    namespace = values["namespace"]
+    respawn = on("respawn")
+    delay = float(values["respawn_delay"])
+    task = {"task_vocabulary": values["task"]}
+    question = {"question": values["question"]} if values["question"] else {}
+    deadline = float(values["deadline"])
+
+    def node(executable: str, params: dict[str, Any], cls: type = Node, **kw: Any) -> Any:
+        files = [f"{share}/config/{executable}.yaml"]
+        files += [values["params_file"]] if values["params_file"] else []
+        return cls(
+            package=PACKAGE,
+            executable=executable,
+            name=executable,
+            namespace=namespace,
+            output=values["output"],
+            emulate_tty=True,
+            parameters=[*files, params],
+            arguments=["--ros-args", "--log-level", values["log_level"]],
+            respawn=kw.pop("respawn", respawn),
+            respawn_delay=delay,
+            **kw,
+        )
+
+    ingest = node(
+        "camera_ingest",
+        {
+            "input_topic": values["camera_topic"],
+            "transport": values["transport"],
+            "rate_hz": float(values["rate"]),
+        },
+    )
+    svlm = node(
+        "svlm_node",
+        {"model_path": values["model_path"], "deadline_s": deadline, **task, **question},
+        cls=LifecycleNode,
+    )
+    manager = node("context_manager", {"deadline_s": deadline, **question})
+    nodes = [ingest, svlm, manager]
+    actions: list[Any] = []
+    if on("cloud"):
+        nodes.append(
             node(
                 "cloud_bridge",
                 {
-                    "base_url": text("base_url"),
-                    "model": text("lvlm_model"),
-                    "api_key_env": text("api_key_env"),
+                    "base_url": values["base_url"],
+                    "model": values["lvlm_model"],
+                    "api_key_env": values["api_key_env"],
                     **task,
+                    **question,
                 },
-            ),
-            node("context_manager", {"deadline_s": number("deadline")}),
-            node(
-                "evaluator",
-                {"report_dir": text("report_dir"), **task},
-                condition=IfCondition(LaunchConfiguration("evaluate")),
-            ),
-            bag_player,
+            )
+        )
+    if on("start_server"):
+        actions.append(
+            ExecuteProcess(
+                cmd=[
+                    f"{lib}/spotvlm-lvlm-server",
+                    "--port",
+                    values["server_port"],
+                    "--latency",
+                    values["server_latency"],
+                    "--vocabulary",
+                    values["task"],
+                    *shlex.split(values["server_args"]),
+                ],
+                name="lvlm_server",
+                output=values["output"],
+            )
+        )
+    if on("evaluate"):
+        nodes.append(node("evaluator", {"report_dir": values["report_dir"], **task}))
+    actions += nodes
+    for action in nodes:
+        actions.append(RegisterEventHandler(OnProcessExit(target_action=action, on_exit=_fatal)))
+
+    downstream: list[Any] = []
+    if values["bag"]:
+        server_health = (
+            f"http://127.0.0.1:{values['server_port']}/health" if on("start_server") else ""
+        )
+        player = node(
+            "bag_player",
+            {
+                "bag_path": values["bag"],
+                "rate": float(values["bag_rate"]),
+                "exit_when_done": True,
+                "linger_s": 2.0 * deadline + 1.0,
+                # every node that takes frames listens before the first one is played
+                "ready_topics": [f"{_ns(namespace)}spotvlm/frame:{2 + on('cloud')}"],
+                "ready_url": server_health,
+            },
+            respawn=False,
+        )
+        downstream.append(player)
+        actions.append(
             RegisterEventHandler(
                 OnProcessExit(
-                    target_action=bag_player,
+                    target_action=player,
                     on_exit=[EmitEvent(event=Shutdown(reason="the bag has played"))],
+                )
+            )
+        )
+    actions += _lifecycle(svlm, on("autostart"), downstream)
+    return actions
+
+
+def _lifecycle(svlm: LifecycleNode, autostart: bool, downstream: list[Any]) -> list[Any]:
+    """Drive svlm_node to active at every (re)start; start ``downstream`` at the first
+    activation; stop the launch if it cannot configure (its model does not load)."""
+    is_svlm = matches_action(svlm)
+
+    def transition(transition_id: int) -> EmitEvent:
+        return EmitEvent(
+            event=ChangeState(lifecycle_node_matcher=is_svlm, transition_id=transition_id)
+        )
+
+    started: list[bool] = []
+
+    def start_downstream(context: LaunchContext) -> list[Any]:
+        if started:
+            return []
+        started.append(True)
+        if not downstream:
+            return []
+        return [LogInfo(msg="svlm_node is active: starting the bag player"), *downstream]
+
+    def configure_failed(context: LaunchContext) -> None:
+        raise GraphError("svlm_node could not configure (its error is above): stopping")
+
+    actions: list[Any] = [
+        RegisterEventHandler(
+            OnStateTransition(
+                target_lifecycle_node=svlm,
+                start_state="configuring",
+                goal_state="unconfigured",
+                entities=[OpaqueFunction(function=configure_failed)],
+            )
+        ),
+        RegisterEventHandler(
+            OnStateTransition(
+                target_lifecycle_node=svlm,
+                goal_state="active",
+                entities=[OpaqueFunction(function=start_downstream)],
+            )
+        ),
+    ]
+    if autostart:
+        configure = lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE
+        activate = lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE
+        actions += [
+            RegisterEventHandler(
+                OnProcessStart(target_action=svlm, on_start=[transition(configure)])
+            ),
+            RegisterEventHandler(
+                OnStateTransition(
+                    target_lifecycle_node=svlm,
+                    start_state="configuring",
+                    goal_state="inactive",
+                    entities=[transition(activate)],
                 )
             ),
         ]
-    )
+    return actions
+
+
+def _fatal(event: ProcessExited, context: LaunchContext) -> None:
+    """A node that exits because it cannot start would only be respawned into the same
+    error: stop the launch instead, naming it."""
+    if event.returncode == EXIT_STARTUP_ERROR:
+        name = getattr(event.action, "node_name", event.process_name)
+        raise GraphError(f"{name} cannot start (its error is above): stopping")
+
+
+def _ns(namespace: str) -> str:
+    """The prefix that the graph's relative topics get under ``namespace``."""
+    namespace = namespace.strip("/")
+    return f"/{namespace}/" if namespace else "/"

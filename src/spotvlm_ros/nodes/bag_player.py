@@ -15,16 +15,21 @@ import importlib
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
+from rclpy.task import Future
+from sensor_msgs.msg import CompressedImage, Image
 
 from spotvlm_ros.ros import qos
 from spotvlm_ros.ros.convert import stamp_of, to_time
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import StartupError, run_node
+
+IMAGE_CLASSES = (Image, CompressedImage)
 
 
 def message_class(msgtype: str) -> Any:
@@ -49,7 +54,7 @@ class BagPlayer(Node):
             self,
             "wait_for_subscribers_s",
             10.0,
-            "wait up to this long for every topic to have a subscriber before playing [s]",
+            "wait up to this long for the camera topics (and ready_topics) to have subscribers [s]",
             low=0.0,
             high=3600.0,
         )
@@ -64,6 +69,9 @@ class BagPlayer(Node):
             "ready_topics",
             [""],
             "TOPIC:N entries: also wait for N subscribers on TOPIC (e.g. the graph's nodes)",
+        )
+        self.ready_url = declare(
+            self, "ready_url", "", "also wait until this URL answers (e.g. an LVLM /health)"
         )
         path = Path(bag)
         if not bag or not path.exists():
@@ -91,6 +99,7 @@ class BagPlayer(Node):
             )
         self.published = 0
         self.finished = threading.Event()
+        self.done = Future()  # run_node spins until the bag has played (exit_when_done)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="bag_player", daemon=True)
         self._thread.start()
@@ -106,21 +115,44 @@ class BagPlayer(Node):
             if topic and count.isdigit():
                 wanted.append((topic, int(count)))
 
+        # Only the camera topics must be heard: ground truth without an evaluator (or any
+        # other recorded topic nobody listens to) is no reason to hold the replay back.
+        cameras = [
+            p for t, p in self._bag_publishers.items() if self._bag_classes[t] in IMAGE_CLASSES
+        ]
+
         def ready() -> bool:
-            bag = all(p.get_subscription_count() > 0 for p in self._bag_publishers.values())
+            bag = all(p.get_subscription_count() > 0 for p in cameras)
             graph = all(self.count_subscribers(t) >= n for t, n in wanted)
-            return bag and graph
+            return bag and graph and url_answers()
+
+        def url_answers() -> bool:
+            if not self.ready_url:
+                return True
+            try:
+                with urllib.request.urlopen(self.ready_url, timeout=1.0):
+                    return True
+            except OSError:
+                return False
 
         deadline = time.monotonic() + self.wait_for_subscribers
         while time.monotonic() < deadline and not self._stop.is_set():
             if ready():
                 return
             time.sleep(0.05)
+        if not url_answers():
+            self.get_logger().warning(f"playing although {self.ready_url} does not answer")
         if wanted and not all(self.count_subscribers(t) >= n for t, n in wanted):
             self.get_logger().warning(f"playing although the graph is not ready: {wanted}")
         missing = [t for t, p in self._bag_publishers.items() if p.get_subscription_count() == 0]
-        if missing:
-            self.get_logger().warning(f"playing although nobody subscribes to {missing}")
+        if any(p.get_subscription_count() == 0 for p in cameras):
+            self.get_logger().warning(
+                f"playing although nobody subscribes to {missing} after "
+                f"{self.wait_for_subscribers:.0f} s: is camera_ingest's camera_topic one of "
+                f"the bag's topics {sorted(self._bag_publishers)}?"
+            )
+        elif missing:
+            self.get_logger().info(f"nobody subscribes to {missing} (played all the same)")
 
     def _play(self) -> None:
         self._await_subscribers()
@@ -131,7 +163,7 @@ class BagPlayer(Node):
         self.finished.set()
         self.get_logger().info(f"bag finished: {self.published} messages published")
         if self.exit_when_done and not self._stop.wait(self.linger):
-            self.context.try_shutdown()
+            self.done.set_result(True)
 
     def _play_once(self) -> None:
         start_bag = self.reader.start_time + int(self.start_offset * 1e9)

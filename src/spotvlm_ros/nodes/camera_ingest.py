@@ -1,9 +1,15 @@
 """camera_ingest: validates and throttles the camera stream into numbered spotvlm frames.
 
-Subscribes to a camera topic (sensor_msgs/Image, or CompressedImage with
-``compressed:=true``) with sensor-data QoS, admits frames at the task rate, rejects bad
-ones (encoding, size, truncated data, stamps in the future or too old) with a counted,
+Subscribes to a camera topic with sensor-data QoS, admits frames at the task rate, rejects
+bad ones (encoding, size, truncated data, stamps in the future or too old) with a counted,
 rate-limited warning, and republishes the admitted ones as spotvlm_msgs/Frame.
+
+The topic follows image_transport's naming: ``input_topic`` is the base name; with
+``transport: auto`` the node takes whatever is published there (sensor_msgs/Image) or on
+``<input_topic>/compressed`` (CompressedImage), or ``input_topic`` itself when a bag or
+driver publishes CompressedImage on it (``/CAM_FRONT/image_rect_compressed``). When no
+frame arrives within ``no_input_warning_s`` it says so, naming the image topics it can
+see with their types and QoS, and how to point it at one of them.
 """
 
 from __future__ import annotations
@@ -22,7 +28,14 @@ from spotvlm_ros.imaging import SUPPORTED_ENCODINGS, ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import compressed_to_rgb, rgb_to_image, stamp_of
 from spotvlm_ros.ros.params import declare
-from spotvlm_ros.ros.spin import run_node
+from spotvlm_ros.ros.spin import StartupError, run_node
+
+TRANSPORTS = ("auto", "raw", "compressed")
+
+
+def _type_name(cls: type) -> str:
+    """``sensor_msgs/msg/Image`` for the Image class (the graph API's spelling)."""
+    return f"{cls.__module__.split('.')[0]}/msg/{cls.__name__}"
 
 
 @dataclass(frozen=True)
@@ -30,11 +43,12 @@ class IngestConfig:
     """camera_ingest's parameters."""
 
     input_topic: str
-    compressed: bool
+    transport: str
     rate_hz: float
     max_pixels: int
     max_future_s: float
     max_age_s: float
+    no_input_warning_s: float
 
 
 class CameraIngest(Node):
@@ -44,11 +58,13 @@ class CameraIngest(Node):
         super().__init__("camera_ingest")
         self.config = IngestConfig(
             input_topic=declare(self, "input_topic", topics.CAMERA, "camera topic to subscribe to"),
-            compressed=declare(
+            transport=declare(
                 self,
-                "compressed",
-                False,
-                "subscribe to sensor_msgs/CompressedImage instead of Image",
+                "transport",
+                "auto",
+                "auto (what is published on input_topic or input_topic/compressed), raw "
+                "(sensor_msgs/Image on input_topic) or compressed (CompressedImage on "
+                "input_topic/compressed, or on input_topic if that is its type)",
             ),
             rate_hz=declare(
                 self, "rate_hz", 2.0, "frames admitted per second (task rate)", low=0.05, high=30.0
@@ -72,21 +88,110 @@ class CameraIngest(Node):
                 low=0.0,
                 high=1e9,
             ),
+            no_input_warning_s=declare(
+                self,
+                "no_input_warning_s",
+                5.0,
+                "warn when no frame has arrived for this long [s]",
+                low=0.5,
+                high=3600.0,
+            ),
         )
+        if self.config.transport not in TRANSPORTS:
+            raise StartupError(
+                f"camera_ingest: transport {self.config.transport!r} must be one of "
+                f"{', '.join(TRANSPORTS)}"
+            )
         self.rejected: Counter[str] = Counter()
         self.received = 0
         self.admitted = 0
         self._last_admit_ns: int | None = None
         self._publisher = self.create_publisher(Frame, topics.FRAME, qos.RESULTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
-        msg_type = CompressedImage if self.config.compressed else Image
-        self.create_subscription(msg_type, self.config.input_topic, self._on_image, qos.CAMERA)
+        self.subscribed: tuple[str, type] | None = None
+        self._started_ns = self.get_clock().now().nanoseconds
+        self._last_input_ns: int | None = None
+        self._last_warning_ns = 0
+        self.base_topic = self.resolve_topic_name(self.config.input_topic)
         self.create_timer(1.0, self._publish_diagnostics)
+        self.create_timer(0.5, self._watch_input)
+        self._watch_input()
+        if self.subscribed is None:
+            self.get_logger().info(
+                f"waiting for a camera on {self.base_topic} (transport {self.config.transport}: "
+                f"{' or '.join(f'{t} [{c.__name__}]' for t, c in self._candidates())})"
+            )
+
+    def _candidates(self) -> list[tuple[str, type]]:
+        """The (topic, type) pairs this transport accepts, in order of preference."""
+        base, compressed = self.base_topic, f"{self.base_topic}/compressed"
+        raw_options = [(base, Image)]
+        compressed_options = [(base, CompressedImage), (compressed, CompressedImage)]
+        if self.config.transport == "raw":
+            return raw_options
+        if self.config.transport == "compressed":
+            return compressed_options
+        return raw_options + compressed_options
+
+    def _watch_input(self) -> None:
+        """Subscribe once a publisher appears on an accepted topic; warn while none sends."""
+        now = self.get_clock().now().nanoseconds
+        if self.subscribed is None:
+            published = dict(self.get_topic_names_and_types())
+            candidates = self._candidates()
+            found = next(
+                ((t, c) for t, c in candidates if _type_name(c) in published.get(t, [])), None
+            )
+            if found is None and self.config.transport != "auto":
+                # a fixed transport subscribes at once: a driver that starts later is met
+                # as by any ROS subscriber (compressed: on <base>/compressed)
+                found = candidates[-1]
+            if found is not None:
+                self._subscribe(*found)
+        silent_since = self._last_input_ns or self._started_ns
+        if seconds_between(silent_since, now) < self.config.no_input_warning_s:
+            return
+        if seconds_between(self._last_warning_ns, now) < max(30.0, self.config.no_input_warning_s):
+            return
+        self._last_warning_ns = now
+        self.get_logger().warning(self._no_input_message(seconds_between(silent_since, now)))
+
+    def _subscribe(self, topic: str, cls: type) -> None:
+        self.subscribed = (topic, cls)
+        self.create_subscription(cls, topic, self._on_image, qos.CAMERA)
         self.get_logger().info(
-            f"admitting {msg_type.__name__} from {self.config.input_topic} at "
-            f"{self.config.rate_hz:.2f} Hz; supported encodings: {', '.join(SUPPORTED_ENCODINGS)}"
-            f"{' (compressed: jpeg/png)' if self.config.compressed else ''}"
+            f"admitting {cls.__name__} from {topic} at {self.config.rate_hz:.2f} Hz; "
+            f"supported encodings: {', '.join(SUPPORTED_ENCODINGS)}"
+            f"{' (compressed: jpeg/png)' if cls is CompressedImage else ''}"
         )
+
+    def _no_input_message(self, silent_s: float) -> str:
+        """What is wrong when no frame arrives, and what to change."""
+        listening = (
+            f"listening on {self.subscribed[0]} [{self.subscribed[1].__name__}]"
+            if self.subscribed
+            else f"no camera publisher on {self.base_topic} or {self.base_topic}/compressed"
+        )
+        seen = []
+        image_types = {_type_name(Image), _type_name(CompressedImage)}
+        for topic, types in self.get_topic_names_and_types():
+            for type_name in set(types) & image_types:
+                infos = self.get_publishers_info_by_topic(topic)
+                if not infos or topic.startswith("/spotvlm") or "/spotvlm/" in topic:
+                    continue
+                reliability = {i.qos_profile.reliability.name.lower() for i in infos}
+                seen.append(
+                    f"{topic} [{type_name.split('/')[-1]}, {len(infos)} publisher(s), "
+                    f"{'/'.join(sorted(reliability))}]"
+                )
+        hint = (
+            "image topics published now: " + "; ".join(sorted(seen)) + ". Point camera_ingest "
+            "at one with camera_topic:=TOPIC (launch) or -p input_topic:=TOPIC"
+            if seen
+            else "no image topic is published at all: is the camera driver or the bag player "
+            "running, in the same ROS_DOMAIN_ID?"
+        )
+        return f"no camera frame for {silent_s:.0f} s ({listening}); {hint}"
 
     def close(self) -> None:
         """Log the totals on shutdown."""
@@ -104,6 +209,7 @@ class CameraIngest(Node):
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self.received += 1
         now = self.get_clock().now().nanoseconds
+        self._last_input_ns = now
         stamp = stamp_of(msg.header.stamp)
         if seconds_between(now, stamp) > self.config.max_future_s:
             self._reject("future_stamp", f"stamp {seconds_between(now, stamp):.1f} s ahead of now")
@@ -155,9 +261,8 @@ class CameraIngest(Node):
         return msg
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(
-            name="spotvlm: camera_ingest", hardware_id=self.config.input_topic
-        )
+        topic = self.subscribed[0] if self.subscribed else self.base_topic
+        status = DiagnosticStatus(name="spotvlm: camera_ingest", hardware_id=topic)
         status.level = DiagnosticStatus.WARN if self.rejected else DiagnosticStatus.OK
         if self.received == 0:
             status.level, status.message = DiagnosticStatus.WARN, "no frames received"

@@ -26,7 +26,13 @@ from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
 from spotvlm_ros.core.task import DEFAULT_QUESTION
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
-from spotvlm_ros.ros.convert import image_to_rgb, rois_to_msgs, stamp_of
+from spotvlm_ros.ros.convert import (
+    detection_publisher,
+    detections_to_msg,
+    image_to_rgb,
+    rois_to_msgs,
+    stamp_of,
+)
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import StartupError, run_node
 
@@ -135,6 +141,7 @@ class CloudBridge(Node):
         self.skipped = 0
         self._results = self.create_publisher(LvlmResult, topics.LVLM_RESULT, qos.RESULTS)
         self._uploads = self.create_publisher(Header, topics.UPLOADS, qos.RESULTS)
+        self._detections = detection_publisher(self, topics.LVLM_DETECTIONS, qos.RESULTS)
         self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -205,6 +212,8 @@ class CloudBridge(Node):
         msg.status = STATUS_OF.get(outcome.kind, LvlmResult.STATUS_ERROR)
         msg.error = "" if outcome.ok else f"{outcome.kind.value}: {outcome.error}"
         self._results.publish(msg)
+        if outcome.ok and self._detections is not None:
+            self._detections.publish(detections_to_msg(frame.header, outcome.rois))
 
     def _publish_diagnostics(self) -> None:
         status = DiagnosticStatus(

@@ -4,7 +4,8 @@
 - compression of the history into the SVLM's prompt budget (core.compression);
 - ROI hand-over: the newest LVLM ROIs go to the SVLM with their source stamp;
 - real-time arbitration of every frame against the deadline (core.arbiter);
-- an overlay image and ImageMarker boxes for RViz / Foxglove.
+- an overlay image and ImageMarker boxes for RViz / Foxglove, and the ROIs behind each
+  answer as vision_msgs/Detection2DArray.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
+    detection_publisher,
+    detections_to_msg,
     entries_to_msgs,
     image_to_rgb,
     rgb_to_image,
@@ -118,6 +121,7 @@ class ContextManager(Node):
         self._context_pub = self.create_publisher(ContextUpdate, topics.CONTEXT, qos.LATCHED)
         self._overlay = self.create_publisher(Image, topics.OVERLAY, qos.RESULTS)
         self._markers = self.create_publisher(ImageMarker, topics.ROI_MARKERS, qos.RESULTS)
+        self._detections = detection_publisher(self, topics.DETECTIONS, qos.RESULTS)
         # Every callback runs on the node's one executor thread (ros/spin.py), so the state
         # above needs no lock; the overlay thread gets its work only through _overlay_job.
         sub = self.create_subscription
@@ -265,6 +269,8 @@ class ContextManager(Node):
             else:
                 answer.header.stamp = to_time(decision.stamp)
             self._answers.publish(answer)
+            if self._detections is not None:  # one per answer: empty when no ROI was behind it
+                self._detections.publish(detections_to_msg(answer.header, rois))
             if frame is not None and self._overlay_watched():
                 with self._overlay_ready:
                     if self._overlay_job is not None:

@@ -1,5 +1,10 @@
 """svlm_node: the on-board model answers every frame it can start before the deadline.
 
+A managed (lifecycle) node: ``configure`` loads the model, ``activate`` starts answering,
+``deactivate`` pauses without unloading (frames are then left to the cloud or the
+deadline), ``cleanup`` frees the model's memory. The launch file drives it to active;
+``ros2 lifecycle set /svlm_node deactivate|cleanup`` pauses or unloads it on a robot.
+
 Inference runs in a worker thread, so the executor keeps serving parameter requests and
 context updates while the model is busy. At most one frame waits for the worker: a newer
 frame replaces it, and every frame that is not answered is reported (status DROPPED),
@@ -8,12 +13,16 @@ never queued without bound and never silently lost.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import os
 import sys
 import threading
 from dataclasses import dataclass
+from typing import Any
 
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from spotvlm_msgs.msg import ContextUpdate, Frame, SvlmResult
 from spotvlm_ros.core.task import DEFAULT_QUESTION
@@ -23,7 +32,7 @@ from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import image_to_rgb, rois_from_msgs, stamp_of
 from spotvlm_ros.ros.params import declare
-from spotvlm_ros.ros.spin import StartupError, run_node
+from spotvlm_ros.ros.spin import run_node
 
 
 @dataclass(frozen=True)
@@ -40,14 +49,32 @@ class SvlmNodeConfig:
     max_pixels_in: int
 
 
-class SvlmNode(Node):
-    """Runs the SVLM backend on the frames."""
+class SvlmNode(LifecycleNode):
+    """Runs the SVLM backend on the frames, as a managed node."""
 
     def __init__(self) -> None:
         super().__init__("svlm_node")
-        from spotvlm_ros.svlm.qwen import MODEL_PARAMETER, QwenSvlm, QwenSvlmConfig, SvlmError
+        self._read_parameters(self.declare_and_read)
+        self._lock = threading.Condition()
+        self._pending: Frame | None = None
+        self._latest_context: ContextUpdate | None = None
+        self._closing = False
+        self._active = False
+        self.backend: Any = None
+        self._worker: threading.Thread | None = None
+        self._publisher: Any = None
+        self._subscriptions: list[Any] = []
+        self.counts = {"answered": 0, "dropped": 0, "errors": 0, "ignored_inactive": 0}
+        self.get_logger().info(
+            "svlm_node is unconfigured: `configure` loads the model, `activate` starts "
+            "answering (the launch file does both)"
+        )
 
-        d = self.declare_and_read
+    def _read_parameters(self, d: Any) -> None:
+        """Read the parameters into the configs; ``d(name, default, description, low, high)``
+        declares them at start-up and re-reads them at each ``configure``."""
+        from spotvlm_ros.svlm.qwen import MODEL_PARAMETER
+
         model = d(
             MODEL_PARAMETER, "", "Qwen2.5-VL model folder (or hub id where the hub is reachable)"
         )
@@ -105,18 +132,32 @@ class SvlmNode(Node):
             256,
         )
         self.torch_threads = int(threads) or cpu_threads_for_model()
+        self._backend_config_args = backend_config_args
+        self._model = str(model)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model, create the topics and start the worker."""
         import torch
 
+        from spotvlm_ros.svlm.qwen import MODEL_PARAMETER, QwenSvlm, QwenSvlmConfig, SvlmError
+
+        self._read_parameters(lambda name, *_: self.get_parameter(name).value)
         torch.set_num_threads(self.torch_threads)
+        model = self._model
         try:
             self.vocabulary = vocabulary(self.config.task_vocabulary)
             if self.config.history_form not in ("text", "chat"):
                 raise ValueError(
                     f"history_form must be 'text' or 'chat', got {self.config.history_form!r}"
                 )
-            self.backend = QwenSvlm.load(QwenSvlmConfig(**backend_config_args))
-        except (SvlmError, ValueError) as exc:
-            raise StartupError(f"svlm_node cannot start: {exc}") from exc
+            self.backend = QwenSvlm.load(QwenSvlmConfig(**self._backend_config_args))
+            warm_up_s = self._warm_up()
+        except (SvlmError, ValueError, RuntimeError) as exc:
+            self.backend = None
+            self.get_logger().fatal(f"svlm_node cannot configure: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self.model_name = model + (
             " (RANDOM TEST MODEL: meaningless answers)" if self.backend.is_test_model else ""
         )
@@ -125,22 +166,83 @@ class SvlmNode(Node):
                 f"{model} is a randomly initialised TEST model: every answer is meaningless. "
                 f"Set the parameter `{MODEL_PARAMETER}` to a Qwen2.5-VL folder for real answers."
             )
-        self._lock = threading.Condition()
-        self._pending: Frame | None = None
-        self._latest_context: ContextUpdate | None = None
         self._closing = False
-        self.counts = {"answered": 0, "dropped": 0, "errors": 0}
-        self._publisher = self.create_publisher(SvlmResult, topics.SVLM_RESULT, qos.RESULTS)
-        self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
-        self.create_subscription(ContextUpdate, topics.CONTEXT, self._on_context, qos.LATCHED)
+        self._publisher = self.create_lifecycle_publisher(
+            SvlmResult, topics.SVLM_RESULT, qos.RESULTS
+        )
+        self._subscriptions = [
+            self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS),
+            self.create_subscription(ContextUpdate, topics.CONTEXT, self._on_context, qos.LATCHED),
+        ]
         self._worker = threading.Thread(target=self._work, name="svlm_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"SVLM {model} ready on {self.backend.device}; "
+            f"SVLM {model} loaded on {self.backend.device}; "
             f"GGVR {'on' if self.config.ggvr else 'off'}, "
             f"GTVR {'on' if self.config.gtvr else 'off'}, "
-            f"deadline {self.config.deadline_s} s; {self.torch_threads} torch CPU thread(s)"
+            f"deadline {self.config.deadline_s} s; {self.torch_threads} torch CPU thread(s); "
+            f"warm-up answer in {warm_up_s:.2f} s"
         )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _warm_up(self) -> float:
+        """Answer one blank frame, so that the first real frame does not pay for torch's
+        lazy set-up (seen as several deadline misses right after activation)."""
+        import numpy as np
+
+        blank = np.zeros((360, 640, 3), np.uint8)
+        return float(self.backend.infer(blank, self.config.question, max_new_tokens=2).latency)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Start answering frames."""
+        self._active = True
+        self.get_logger().info("active: answering frames")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Pause: frames are no longer answered (the model stays loaded)."""
+        self._active = False
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self.counts["ignored_inactive"] += 1
+        self.get_logger().info(
+            "inactive: frames are left to the cloud or the deadline (model still loaded)"
+        )
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the worker, drop the topics and free the model's memory."""
+        self._unload()
+        self.get_logger().info("cleaned up: model unloaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unload whatever is loaded."""
+        self._active = False
+        self._unload()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _unload(self) -> None:
+        self._stop_worker()
+        for sub in self._subscriptions:
+            self.destroy_subscription(sub)
+        self._subscriptions = []
+        if self._publisher is not None:
+            self.destroy_lifecycle_publisher(self._publisher)
+            self._publisher = None
+        self.backend = None
+        self._latest_context = None
+        release_memory()
+
+    def _stop_worker(self) -> None:
+        if self._worker is None:
+            return
+        with self._lock:
+            self._closing = True
+            self._lock.notify()
+        self._worker.join(timeout=30.0)
+        self._worker = None
 
     def declare_and_read(
         self,
@@ -156,6 +258,13 @@ class SvlmNode(Node):
     # --- callbacks (executor threads) ---------------------------------------------------
 
     def _on_frame(self, frame: Frame) -> None:
+        if not self._active:
+            self.counts["ignored_inactive"] += 1
+            self.get_logger().info(
+                f"frame {frame.seq} not answered: svlm_node is inactive",
+                throttle_duration_sec=10.0,
+            )
+            return
         with self._lock:
             replaced, self._pending = self._pending, frame
             self._lock.notify()
@@ -167,11 +276,8 @@ class SvlmNode(Node):
             self._latest_context = update
 
     def close(self) -> None:
-        """Stop the worker (it finishes the frame in progress)."""
-        with self._lock:
-            self._closing = True
-            self._lock.notify()
-        self._worker.join(timeout=30.0)
+        """Stop the worker (it finishes the frame in progress) and log the totals."""
+        self._stop_worker()
         self.get_logger().info(f"SVLM results: {self.counts}")
 
     # --- worker -------------------------------------------------------------------------
@@ -273,9 +379,21 @@ class SvlmNode(Node):
         self._publish(self._result(frame, SvlmResult.STATUS_DROPPED, error=why))
 
     def _publish(self, result: SvlmResult) -> None:
-        if not self.context.ok():  # shutting down (Ctrl-C): the frame in progress is abandoned
+        publisher = self._publisher
+        if publisher is None or not self.context.ok():  # unloaded or shutting down
             return
-        self._publisher.publish(result)
+        if not self._active:  # deactivated while this frame was in progress: no answer
+            self.counts["ignored_inactive"] += 1
+            return
+        publisher.publish(result)
+
+
+def release_memory() -> None:
+    """Give the freed model's memory back to the system: collect the cycles that still hold
+    tensors, then have glibc return its free heap pages (without it RSS stays high)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: reused, not returned
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def cpu_threads_for_model() -> int:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import Header
 
 from spotvlm_msgs.msg import HistoryEntry as HistoryEntryMsg
 from spotvlm_msgs.msg import Roi as RoiMsg
 from spotvlm_ros.core.context import HistoryEntry
 from spotvlm_ros.core.types import NS_PER_S, Box, Roi, Source, Stamp
 from spotvlm_ros.imaging import decode_compressed, raw_to_rgb, swap_red_blue
+
+if TYPE_CHECKING:
+    from vision_msgs.msg import Detection2DArray
 
 
 def stamp_of(time: Time) -> Stamp:
@@ -106,3 +114,37 @@ def rgb_to_image(rgb: np.ndarray, encoding: str = "bgr8") -> Image:
         step=width * 3,
         data=pixels.tobytes(),
     )
+
+
+def detections_to_msg(header: Header, rois: Iterable[Roi]) -> Detection2DArray:
+    """vision_msgs/Detection2DArray of ``rois``, every detection stamped with ``header``
+    (the source frame's): the label string in ``hypothesis.class_id``, the confidence in
+    ``score``, the track id (where there is one) in ``id``."""
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+
+    array = Detection2DArray(header=header)
+    for roi in rois:
+        detection = Detection2D(header=header, id="" if roi.track_id is None else str(roi.track_id))
+        detection.bbox.center.position.x = (roi.box.x1 + roi.box.x2) / 2.0
+        detection.bbox.center.position.y = (roi.box.y1 + roi.box.y2) / 2.0
+        detection.bbox.size_x = roi.box.width
+        detection.bbox.size_y = roi.box.height
+        hypothesis = ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id = roi.label
+        hypothesis.hypothesis.score = float(roi.score)
+        detection.results = [hypothesis]
+        array.detections.append(detection)
+    return array
+
+
+def detection_publisher(node: Node, topic: str, qos_profile: QoSProfile) -> Publisher | None:
+    """A Detection2DArray publisher, or None (logged once) where vision_msgs is not installed."""
+    try:
+        from vision_msgs.msg import Detection2DArray
+    except ImportError:
+        node.get_logger().warning(
+            f"vision_msgs is not installed: {topic} (vision_msgs/Detection2DArray) is not "
+            "published (scripts/dev setup installs it from the wheelhouse)"
+        )
+        return None
+    return node.create_publisher(Detection2DArray, topic, qos_profile)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
+from types import FrameType
 
 import rclpy
 from rclpy.executors import (
@@ -13,10 +15,19 @@ from rclpy.executors import (
     SingleThreadedExecutor,
 )
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rclpy.task import Future
+
+WAKE_S = 0.2
+"""The longest the executor waits before Python sees a pending signal [s]."""
+
+EXIT_STARTUP_ERROR = 3
+"""Exit status of a node that cannot start (bad parameter, missing model): the launch file
+stops the whole graph on it instead of respawning the node into the same error."""
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
-    """Create the node with ``factory`` and spin it until Ctrl-C or shutdown.
+    """Create the node with ``factory`` and spin it until Ctrl-C, SIGTERM or shutdown.
 
     Every node spins a single-threaded executor: its callbacks are short, and the long
     work (inference, LVLM calls, overlay drawing, bag playback) runs in threads of the
@@ -25,29 +36,48 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     cores, against a few milliseconds for the single-threaded one. The environment
     variable ``SPOTVLM_EXECUTOR=multi`` selects it anyway (for that comparison).
 
-    A node with a ``close()`` method gets it called before it is destroyed. Returns 1 when
-    the node could not start (its error is logged), else 0.
+    rclpy's own signal handler would shut the context down at the first SIGINT, before
+    the node could log its totals: every node then printed "Failed to publish log message
+    to rosout". Here SIGINT and SIGTERM raise KeyboardInterrupt (the executor waits at
+    most WAKE_S at a time, so that it is seen); the node's ``close()`` runs with the
+    context still valid, and the context goes last.
+
+    Returns EXIT_STARTUP_ERROR when the node could not start (its error is logged), else 0.
     """
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     node: Node | None = None
     try:
         executor = make_executor(os.environ.get(EXECUTOR_VARIABLE, "single"))
         node = factory()
         executor.add_node(node)
-        executor.spin()
+        done = getattr(node, "done", None)  # a node that finishes by itself (the bag player)
+        # Short waits, so that Python's own SIGINT/SIGTERM handling gets to run
+        while not (isinstance(done, Future) and done.done()):
+            executor.spin_once(timeout_sec=WAKE_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as exc:
         rclpy.logging.get_logger("spotvlm").fatal(str(exc))
-        return 1
+        return EXIT_STARTUP_ERROR
     finally:
-        if node is not None:
-            close = getattr(node, "close", None)
-            if callable(close):
-                close()
-            node.destroy_node()
-        rclpy.try_shutdown()
+        # a second Ctrl-C while closing must not leave a traceback behind
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if node is not None:
+                close = getattr(node, "close", None)
+                if callable(close):
+                    close()
+                node.destroy_node()
+        finally:
+            rclpy.try_shutdown()
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 EXECUTOR_VARIABLE = "SPOTVLM_EXECUTOR"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from PIL import Image
 from spotvlm_ros.core.focus import TokenGrid, focus_token_indices, roi_token_groups
 from spotvlm_ros.core.types import Roi, Stamp
 from spotvlm_ros.svlm.prompt import DEFAULT_SYSTEM, IMAGE_PAD, build_prompt
+from spotvlm_ros.svlm.source import hub_offline, model_source_problem
 from spotvlm_ros.svlm.tiny import TEST_MODEL_MARKER
 
 LOG = logging.getLogger(__name__)
@@ -205,14 +205,11 @@ class QwenSvlm:
         dtype = _resolve_dtype(config.dtype, device)
         source = config.model
         local = Path(source).expanduser()
-        if not source:
-            raise SvlmError(f"no SVLM model given: set the parameter `{MODEL_PARAMETER}`")
-        if local.exists() and not (local / "config.json").is_file():
-            raise SvlmError(
-                f"{local} (parameter `{MODEL_PARAMETER}`) has no config.json: not a model folder"
-            )
+        problem = model_source_problem(source, MODEL_PARAMETER)
+        if problem is not None:
+            raise SvlmError(problem)
         where = str(local) if local.exists() else source
-        offline = config.local_files_only or os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true")
+        offline = config.local_files_only or hub_offline()
         try:
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
                 where, dtype=dtype, trust_remote_code=False, local_files_only=offline

@@ -1,0 +1,120 @@
+"""Checks of spotvlm.launch.py's arguments before any process starts (no ROS imports).
+
+A launch argument that cannot work (a missing model folder, an LVLM server nobody
+answers at, an unknown task) stops ``ros2 launch`` at once with one message that says
+what to change, instead of starting a graph that waits, retries or answers nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+from pathlib import Path
+
+from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.svlm.source import model_source_problem
+
+TRUE = ("true", "1", "yes", "on")
+FALSE = ("false", "0", "no", "off")
+TRANSPORTS = ("auto", "raw", "compressed")
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument that cannot work; the message names it and what to change."""
+
+
+def flag(values: dict[str, str], name: str) -> bool:
+    """A true/false launch argument."""
+    value = values[name].strip().lower()
+    if value in TRUE:
+        return True
+    if value in FALSE:
+        return False
+    raise LaunchArgumentError(f"{name}:={values[name]!r} must be true or false")
+
+
+def number(values: dict[str, str], name: str, low: float, high: float) -> float:
+    """A numeric launch argument within [low, high]."""
+    try:
+        value = float(values[name])
+    except ValueError:
+        raise LaunchArgumentError(f"{name}:={values[name]!r} is not a number") from None
+    if not low <= value <= high:
+        raise LaunchArgumentError(f"{name}:={value:g} is outside [{low:g}, {high:g}]")
+    return value
+
+
+def check(values: dict[str, str]) -> None:
+    """Raise LaunchArgumentError for the first argument in ``values`` that cannot work."""
+    problem = model_source_problem(values["model_path"], "model_path")
+    if problem is not None:
+        raise LaunchArgumentError(problem)
+    try:
+        vocabulary(values["task"])
+    except ValueError as exc:
+        raise LaunchArgumentError(f"task:={values['task']!r}: {exc}") from None
+    if values["transport"] not in TRANSPORTS:
+        raise LaunchArgumentError(
+            f"transport:={values['transport']!r} must be one of {', '.join(TRANSPORTS)}"
+        )
+    number(values, "deadline", 0.01, 60.0)
+    number(values, "rate", 0.05, 30.0)
+    number(values, "bag_rate", 0.01, 100.0)
+    bag = values["bag"]
+    if bag and not (Path(bag) / "metadata.yaml").is_file():
+        raise LaunchArgumentError(
+            f"bag:={bag!r} is not a rosbag2 folder (no metadata.yaml there); make one with "
+            "`spotvlm-make-bag`"
+        )
+    if flag(values, "cloud"):
+        url = check_url(values["base_url"])
+        if flag(values, "start_server"):
+            check_local_server(url, values["server_port"])
+        elif flag(values, "check_lvlm"):
+            check_reachable(url)
+
+
+def check_url(base_url: str) -> urllib.parse.SplitResult:
+    """``base_url`` parsed; an http(s) URL with a host."""
+    url = urllib.parse.urlsplit(base_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise LaunchArgumentError(
+            f"base_url:={base_url!r} is not an http(s) URL (e.g. http://gpu-server:8000/v1)"
+        )
+    return url
+
+
+def check_local_server(url: urllib.parse.SplitResult, port: str) -> None:
+    """With start_server, base_url must point at the server that will be started."""
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise LaunchArgumentError(f"server_port:={port!r} is not a port number")
+    if url.port != int(port) or url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise LaunchArgumentError(
+            f"start_server:=true starts the local LVLM server on port {port}, but "
+            f"base_url:={url.geturl()!r} points elsewhere: use "
+            f"base_url:=http://127.0.0.1:{port}/v1 (or start_server:=false)"
+        )
+    try:
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=0.5):
+            pass
+    except OSError:
+        return
+    raise LaunchArgumentError(
+        f"start_server:=true, but something already listens on 127.0.0.1:{port}: "
+        f"pick another server_port, or use that server with start_server:=false"
+    )
+
+
+def check_reachable(url: urllib.parse.SplitResult, timeout: float = 3.0) -> None:
+    """Fail unless a TCP connection to the LVLM server opens within ``timeout``."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise LaunchArgumentError(
+            f"cannot reach the LVLM server at {url.geturl()} ({why}): start it, point "
+            "base_url:= at a running one, use start_server:=true for the local one, or "
+            "check_lvlm:=false to start anyway (the SVLM answers alone until it is up)"
+        ) from None
