@@ -9,10 +9,10 @@ context_manager, and optionally the local LVLM server, a bag player and the eval
 
 The arguments are checked before anything starts: one that cannot work (a missing model
 folder, an LVLM server nobody answers at, an unknown task) stops the launch with one
-message. svlm_node is brought to active (configure loads the model); the bag player
-starts only once it is active, and the launch shuts down once the bag has played. A node
-that dies is respawned (svlm_node is configured and activated again); a node that cannot
-start at all stops the launch. ``ros2 launch spotvlm_ros spotvlm.launch.py --show-args``
+message. svlm_node, a managed node, brings itself to active (configure loads the model);
+the bag player starts only once it is active, and the launch shuts down once the bag has
+played. A node that dies is respawned (svlm_node configures and activates again); a node
+that cannot start at all stops the launch. ``ros2 launch spotvlm_ros spotvlm.launch.py --show-args``
 lists every argument.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-import lifecycle_msgs.msg
 from launch import LaunchContext, LaunchDescription
 from launch.actions import (
     DeclareLaunchArgument,
@@ -32,13 +31,12 @@ from launch.actions import (
     RegisterEventHandler,
     SetEnvironmentVariable,
 )
-from launch.event_handlers import OnProcessExit, OnProcessStart
-from launch.events import Shutdown, matches_action
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.events.process import ProcessExited
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
-from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 from spotvlm_ros import launch_args
@@ -154,7 +152,13 @@ def graph(context: LaunchContext) -> list[Any]:
     )
     svlm = node(
         "svlm_node",
-        {"model_path": values["model_path"], "deadline_s": deadline, **task, **question},
+        {
+            "model_path": values["model_path"],
+            "deadline_s": deadline,
+            "autostart": on("autostart"),
+            **task,
+            **question,
+        },
         cls=LifecycleNode,
     )
     manager = node("context_manager", {"deadline_s": deadline, **question})
@@ -223,34 +227,30 @@ def graph(context: LaunchContext) -> list[Any]:
                 )
             )
         )
-    actions += _lifecycle(svlm, on("autostart"), downstream)
+    actions += _lifecycle(svlm, downstream)
     return actions
 
 
-def _lifecycle(svlm: LifecycleNode, autostart: bool, downstream: list[Any]) -> list[Any]:
-    """Drive svlm_node to active at every (re)start; start ``downstream`` at the first
-    activation; stop the launch if it cannot configure (its model does not load)."""
-    is_svlm = matches_action(svlm)
+def _lifecycle(svlm: LifecycleNode, downstream: list[Any]) -> list[Any]:
+    """Start ``downstream`` once svlm_node is first active; stop the launch if it cannot
+    configure (its model does not load).
 
-    def transition(transition_id: int) -> EmitEvent:
-        return EmitEvent(
-            event=ChangeState(lifecycle_node_matcher=is_svlm, transition_id=transition_id)
-        )
-
+    svlm_node drives its own configure and activate (its ``autostart`` parameter) rather
+    than being sent ChangeState events: after a respawn, launch's service client still
+    saw the dead process's change_state service, and the request to the new one was lost.
+    """
     started: list[bool] = []
 
     def start_downstream(context: LaunchContext) -> list[Any]:
-        if started:
+        if started or not downstream:
             return []
         started.append(True)
-        if not downstream:
-            return []
         return [LogInfo(msg="svlm_node is active: starting the bag player"), *downstream]
 
     def configure_failed(context: LaunchContext) -> None:
         raise GraphError("svlm_node could not configure (its error is above): stopping")
 
-    actions: list[Any] = [
+    return [
         RegisterEventHandler(
             OnStateTransition(
                 target_lifecycle_node=svlm,
@@ -267,23 +267,6 @@ def _lifecycle(svlm: LifecycleNode, autostart: bool, downstream: list[Any]) -> l
             )
         ),
     ]
-    if autostart:
-        configure = lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE
-        activate = lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE
-        actions += [
-            RegisterEventHandler(
-                OnProcessStart(target_action=svlm, on_start=[transition(configure)])
-            ),
-            RegisterEventHandler(
-                OnStateTransition(
-                    target_lifecycle_node=svlm,
-                    start_state="configuring",
-                    goal_state="inactive",
-                    entities=[transition(activate)],
-                )
-            ),
-        ]
-    return actions
 
 
 def _fatal(event: ProcessExited, context: LaunchContext) -> None:

@@ -30,9 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spotvlm_ros.runner import Graph, config_dir, node_argv  # noqa: E402
 from spotvlm_ros.tools.benchdoc import percentile, update_section  # noqa: E402
-from test.helpers.graph import Probe, real_frames  # noqa: E402
+from test.helpers.graph import Probe, node_processes, real_frames, running_graph  # noqa: E402
 from test.helpers.models import tiny_model_dir  # noqa: E402
 from test.helpers.servers import lvlm_server  # noqa: E402
 
@@ -67,38 +66,32 @@ def run(name: str, frames: list, args: argparse.Namespace, executor: str, cloud:
     """Start the graph, publish the frames at 2 Hz, and measure every frame."""
     from spotvlm_ros.ros.convert import stamp_of
 
-    configs = config_dir()
     os.environ["SPOTVLM_EXECUTOR"] = executor  # inherited by the node processes
-    graph = Graph(ROOT / "log" / "bench-graph" / name)
-    nodes = ["camera_ingest", "svlm_node", "context_manager"]
-    params: dict[str, dict] = {
-        "camera_ingest": {"rate_hz": 2.0},
-        "svlm_node": {
-            "model_path": str(tiny_model_dir()),
-            "max_new_tokens": 8,
-            "torch_threads": args.torch_threads,
-        },
-        "context_manager": {},
-    }
     result = Run(name)
     with ExitStack() as stack:
+        graph_args = [
+            "--model-path",
+            str(tiny_model_dir()),
+            "--set",
+            "svlm_node.max_new_tokens=8",
+            "--set",
+            f"svlm_node.torch_threads={args.torch_threads}",
+        ]
         if cloud:
             url = stack.enter_context(lvlm_server("--latency", str(CLOUD_LATENCY_S)))
-            nodes.append("cloud_bridge")
-            params["cloud_bridge"] = {"base_url": url}
-        for node in nodes:
-            graph.start(node, node_argv(node, params[node], configs))
-        stack.callback(graph.stop)
+            graph_args += ["--base-url", url]
+        else:
+            graph_args += ["--no-cloud"]
+        runner = stack.enter_context(
+            running_graph(ROOT / "log" / "bench-graph" / name, *graph_args)
+        )
         probe = Probe(f"bench_probe_{name}", overlays=False)
         stack.callback(probe.close)
-        probe.wait_for(lambda: probe.camera.get_subscription_count() >= 1, 60, "camera_ingest")
-        probe.wait_for(
-            lambda: probe.node.count_subscribers("/spotvlm/frame") >= len(nodes) - 1, 60, "nodes"
-        )
-        probe.wait_for(lambda: probe.node.count_publishers("/spotvlm/svlm_result") >= 1, 90, "svlm")
+        probe.wait_for_graph(timeout=120.0, frame_listeners=3 if cloud else 2)
         probe.publish_at_rate(frames[:4], 2.0)  # warm-up
         time.sleep(2.0)
-        pids = {c.name: c.process.pid for c in graph.children}
+        names = ["camera_ingest", "svlm_node", "context_manager"] + ["cloud_bridge"] * cloud
+        pids = {n: node_processes(runner.pid, n)[0] for n in names}
         before = {n: cpu_seconds(pid) for n, pid in pids.items()}
         start = time.monotonic()
         stamps = probe.publish_at_rate([frames[i % len(frames)] for i in range(args.frames)], 2.0)
@@ -201,7 +194,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(config_dir() / "fastdds.xml"))
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds.xml"))
     import cv2
 
     frames = [cv2.resize(f, (1600, 900)) for f in real_frames(12)]

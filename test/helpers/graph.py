@@ -55,14 +55,42 @@ def logs(log_dir: Path) -> str:
     return "\n".join(
         f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
         for p in sorted(log_dir.glob("*.log"))
+        if not p.name.endswith(("-stdout.log", "-stderr.log"))
     )
+
+
+def node_processes(root: int, name: str) -> list[int]:
+    """The pids of the processes below ``root`` that run the ROS node ``name``."""
+    import psutil
+
+    pids = []
+    for child in psutil.Process(root).children(recursive=True):
+        try:
+            if f"__node:={name}" in child.cmdline():
+                pids.append(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return pids
+
+
+def node_log(log_dir: Path, name: str) -> str:
+    """The output of one node of a run (launch names its file ``<name>-<N>.log``)."""
+    files = sorted(log_dir.glob(f"{name}-*.log"))
+    files = [f for f in files if not f.name.endswith(("-stdout.log", "-stderr.log"))]
+    if not files:
+        raise FileNotFoundError(f"no log of {name} in {log_dir}: {sorted(log_dir.iterdir())}")
+    return "\n".join(f.read_text(errors="replace") for f in files)
 
 
 class Probe:
     """An rclpy node in the test process: publishes camera frames, records the graph's output."""
 
     def __init__(
-        self, name: str = "test_probe", overlays: bool = True, camera: bool = True
+        self,
+        name: str = "test_probe",
+        overlays: bool = True,
+        camera: bool = True,
+        detections: bool = False,
     ) -> None:
         """``camera=False``: no camera publisher (a test that listens to another one's camera
         topic reliably would otherwise meet its own best-effort publisher: incompatible QoS)."""
@@ -83,6 +111,7 @@ class Probe:
         self.lvlm: list[Any] = []
         self.overlays: list[Any] = []
         self.answer_arrivals: dict[int, int] = {}  # frame stamp -> arrival here (ns)
+        self._state_clients: dict[str, Any] = {}
         self.node.create_subscription(Answer, "/spotvlm/answer", self._on_answer, qos.RESULTS)
         self.node.create_subscription(
             SvlmResult, "/spotvlm/svlm_result", self.svlm.append, qos.RESULTS
@@ -93,6 +122,20 @@ class Probe:
         if overlays:
             self.node.create_subscription(
                 Image, "/spotvlm/overlay", self.overlays.append, qos.RESULTS
+            )
+        self.detections: list[Any] = []
+        self.lvlm_detections: list[Any] = []
+        if detections:
+            from vision_msgs.msg import Detection2DArray
+
+            self.node.create_subscription(
+                Detection2DArray, "/spotvlm/detections", self.detections.append, qos.RESULTS
+            )
+            self.node.create_subscription(
+                Detection2DArray,
+                "/spotvlm/lvlm_detections",
+                self.lvlm_detections.append,
+                qos.RESULTS,
             )
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -114,13 +157,15 @@ class Probe:
                 raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.05)
 
-    def wait_for_graph(self, timeout: float = 90.0, warm_up: np.ndarray | None = None) -> None:
+    def wait_for_graph(
+        self, timeout: float = 90.0, warm_up: np.ndarray | None = None, frame_listeners: int = 3
+    ) -> None:
         """Wait until every node is up and matched (discovery, not a fixed sleep), and with
         ``warm_up``, until the graph has answered that frame (see :meth:`wait_until_answered`;
         its answer stays in the records: tests look at the stamps they published)."""
         self.wait_for(lambda: self.camera.get_subscription_count() >= 1, timeout, "camera_ingest")
         self.wait_for(
-            lambda: self.node.count_subscribers("/spotvlm/frame") >= 3,
+            lambda: self.node.count_subscribers("/spotvlm/frame") >= frame_listeners,
             timeout,
             "svlm_node, cloud_bridge and context_manager on /spotvlm/frame",
         )
@@ -134,8 +179,27 @@ class Probe:
             timeout,
             "svlm_node (model loaded)",
         )
+        self.wait_for(lambda: self.svlm_state() == "active", timeout, "svlm_node to be active")
         if warm_up is not None:
             self.wait_until_answered(warm_up, timeout)
+
+    def svlm_state(self, node: str = "/svlm_node") -> str:
+        """The lifecycle state of svlm_node (``unknown`` when it does not answer)."""
+        from lifecycle_msgs.srv import GetState
+
+        client = self._state_clients.get(node)
+        if client is None:
+            client = self._state_clients[node] = self.node.create_client(
+                GetState, f"{node}/get_state"
+            )
+        if not client.wait_for_service(timeout_sec=1.0):
+            return "unknown"
+        future = client.call_async(GetState.Request())
+        deadline = time.monotonic() + 5.0
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        result = future.result() if future.done() else None
+        return result.current_state.label if result is not None else "unknown"
 
     def wait_until_answered(self, rgb: np.ndarray, timeout: float) -> None:
         """Publish ``rgb`` until the graph answers one of them.
@@ -149,6 +213,9 @@ class Probe:
             stamp = self.publish_frame(rgb)
             try:
                 self.wait_for(lambda s=stamp: s in self.answer_arrivals, 5.0, "")
+                # camera_ingest admits frames at the task rate (2 Hz): a frame published
+                # right after this one would be throttled away
+                time.sleep(0.6)
                 return
             except TimeoutError:
                 if time.monotonic() > give_up:

@@ -2,8 +2,9 @@
 
 A managed (lifecycle) node: ``configure`` loads the model, ``activate`` starts answering,
 ``deactivate`` pauses without unloading (frames are then left to the cloud or the
-deadline), ``cleanup`` frees the model's memory. The launch file drives it to active;
-``ros2 lifecycle set /svlm_node deactivate|cleanup`` pauses or unloads it on a robot.
+deadline), ``cleanup`` frees the model's memory. With ``autostart`` (the launch file sets
+it) the node configures and activates itself, also after a respawn; ``ros2 lifecycle set
+/svlm_node deactivate|cleanup`` pauses or unloads it on a robot.
 
 Inference runs in a worker thread, so the executor keeps serving parameter requests and
 context updates while the model is busy. At most one frame waits for the worker: a newer
@@ -65,10 +66,26 @@ class SvlmNode(LifecycleNode):
         self._publisher: Any = None
         self._subscriptions: list[Any] = []
         self.counts = {"answered": 0, "dropped": 0, "errors": 0, "ignored_inactive": 0}
-        self.get_logger().info(
-            "svlm_node is unconfigured: `configure` loads the model, `activate` starts "
-            "answering (the launch file does both)"
+        autostart = declare(
+            self,
+            "autostart",
+            False,
+            "configure and activate by itself at start-up (the launch file sets it)",
         )
+        if autostart:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+        else:
+            self.get_logger().info(
+                "svlm_node is unconfigured: `ros2 lifecycle set /svlm_node configure` loads "
+                "the model, `activate` starts answering"
+            )
+
+    def _autostart(self) -> None:
+        """configure, then activate (once, right after the executor starts spinning)."""
+        self._autostart_timer.cancel()
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
 
     def _read_parameters(self, d: Any) -> None:
         """Read the parameters into the configs; ``d(name, default, description, low, high)``
