@@ -1,0 +1,195 @@
+"""`ros2 launch spotvlm_ros spotvlm.launch.py ...` exactly as a user types it: a bag made
+from ../shared/data replayed through the whole graph, bags in other tools' layouts, launch
+arguments that cannot work, and a clean shutdown."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from test.helpers.graph import SHARED, Probe
+from test.helpers.models import tiny_model_dir
+from test.helpers.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+if shutil.which("ros2") is None:
+    pytest.skip("no `ros2` command (scripts/dev setup installs ros2cli)", allow_module_level=True)
+
+FAST = {"svlm_node": {"max_new_tokens": 8}}
+
+
+@pytest.fixture
+def probe() -> Iterator[Probe]:
+    p = Probe("ros2_launch_probe", overlays=False, camera=False)
+    yield p
+    p.close()
+
+
+def ros2_launch(*arguments: str, timeout: float, log: Path) -> tuple[int, str, float]:
+    """Run ``ros2 launch spotvlm_ros spotvlm.launch.py ARGUMENTS``; returns its exit status,
+    output and wall time."""
+    started = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.run(
+            ["ros2", "launch", "spotvlm_ros", "spotvlm.launch.py", *arguments],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return proc.returncode, log.read_text(errors="replace"), time.monotonic() - started
+
+
+def params_file(tmp_path: Path) -> Path:
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    body = {f"/**/{n}": {"ros__parameters": v} for n, v in FAST.items()}
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def assert_clean(output: str) -> None:
+    """Every process exited on SIGINT by itself, with no traceback and no error line."""
+    for bad in ("Traceback", "failed to terminate", "SIGKILL", "process has died", "rosout"):
+        assert bad not in output, f"{bad!r} in the launch output:\n{output[-4000:]}"
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert not errors, errors
+
+
+def test_a_bag_from_the_shared_data_is_answered_frame_by_frame(
+    tmp_path: Path, probe: Probe
+) -> None:
+    from spotvlm_ros.data.bag import main as make_bag
+    from spotvlm_ros.ros.convert import stamp_of
+
+    bag = tmp_path / "camvid"
+    frames = 8
+    camvid = str(SHARED / "data" / "camvid_seq05vd")
+    assert make_bag(["camvid", camvid, str(bag), "--limit", str(frames), "--rate", "2"]) == 0
+    port = free_port()
+    rc, output, _ = ros2_launch(
+        f"model_path:={tiny_model_dir()}",
+        "start_server:=true",
+        f"server_port:={port}",
+        f"base_url:=http://127.0.0.1:{port}/v1",
+        f"bag:={bag}",
+        "evaluate:=true",
+        f"report_dir:={tmp_path / 'report'}",
+        f"params_file:={params_file(tmp_path)}",
+        timeout=240,
+        log=tmp_path / "launch.log",
+    )
+    assert rc == 0, output[-4000:]
+    assert "svlm_node is active: starting the bag player" in output
+    answers = probe.answers
+    assert len(answers) == frames, [(a.frame_seq, a.source) for a in answers]
+    assert len({stamp_of(a.header.stamp) for a in answers}) == frames  # one per frame
+    assert sorted(a.frame_seq for a in answers) == list(range(frames))
+    assert sum(a.source != 0 for a in answers) >= frames - 1, [a.source for a in answers]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["final_answers"] == report["frames_with_truth"] == frames, report
+    assert_clean(output)
+
+
+def _write_bag(path: Path, topic: str, msgtype: str, images: list[str]) -> None:
+    """A bag the way other converters lay it out: one camera topic, 2 Hz, no ground truth."""
+    import cv2
+    import numpy as np
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    t = store.types
+    with Writer(path, version=9) as writer:
+        connection = writer.add_connection(topic, msgtype, typestore=store)
+        for i, file in enumerate(images):
+            stamp = 1_533_000_000 * 10**9 + i * 500_000_000
+            sec, nanosec = divmod(stamp, 10**9)
+            header = t["std_msgs/msg/Header"](
+                stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                frame_id="CAM_FRONT",
+            )
+            bgr = cv2.imread(file)
+            if msgtype.endswith("CompressedImage"):
+                data = np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8)
+                msg = t[msgtype](header=header, format="jpeg", data=data)
+            else:
+                h, w = bgr.shape[:2]
+                msg = t[msgtype](
+                    header=header,
+                    height=h,
+                    width=w,
+                    encoding="bgr8",
+                    is_bigendian=0,
+                    step=w * 3,
+                    data=bgr.reshape(-1),
+                )
+            writer.write(connection, stamp, store.serialize_cdr(msg, msgtype))
+
+
+@pytest.mark.parametrize(
+    ("topic", "msgtype"),
+    [
+        ("/CAM_FRONT/image_rect_compressed", "sensor_msgs/msg/CompressedImage"),
+        ("/nuscenes/CAM_FRONT/image_raw", "sensor_msgs/msg/Image"),
+    ],
+)
+def test_bags_in_other_converters_layouts_play_by_setting_only_the_topic(
+    tmp_path: Path, probe: Probe, topic: str, msgtype: str
+) -> None:
+    images = sorted(glob.glob(str(SHARED / "data" / "nuscenes_mini" / "samples" / "CAM_*/*.jpg")))
+    assert len(images) >= 6, images
+    bag = tmp_path / "bag"
+    _write_bag(bag, topic, msgtype, images[:6])
+    rc, output, _ = ros2_launch(
+        f"model_path:={tiny_model_dir()}",
+        "cloud:=false",
+        f"camera_topic:={topic}",
+        f"bag:={bag}",
+        "task:=nuscenes",
+        f"params_file:={params_file(tmp_path)}",
+        timeout=240,
+        log=tmp_path / "launch.log",
+    )
+    assert rc == 0, output[-4000:]
+    kind = msgtype.rsplit("/", 1)[1]
+    assert f"admitting {kind} from {topic}" in output, output[-4000:]
+    assert sorted(a.frame_seq for a in probe.answers) == list(range(6)), output[-3000:]
+    assert all(a.source == 1 for a in probe.answers), [a.source for a in probe.answers]
+    assert_clean(output)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["model_path:=/nonexistent/Qwen2.5-VL-3B"], "model_path '/nonexistent/Qwen2.5-VL-3B'"),
+        (["base_url:=http://127.0.0.1:{dead}/v1"], "cannot reach the LVLM server"),
+        (["task:=kitchen"], "task:='kitchen'"),
+        (["bag:=/nonexistent/bag"], "is not a rosbag2 folder"),
+        (["start_server:=true", "server_port:=8123"], "points elsewhere"),
+    ],
+)
+def test_arguments_that_cannot_work_stop_the_launch_with_one_message(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    model = f"model_path:={tiny_model_dir()}"
+    given = [a.format(dead=free_port()) for a in arguments]
+    if not any(a.startswith("model_path") for a in given):
+        given.insert(0, model)
+    rc, output, wall = ros2_launch(*given, timeout=60, log=tmp_path / "launch.log")
+    assert rc != 0, output
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and message in errors[0], output
+    assert "Traceback" not in output
+    assert "process started" not in output  # nothing was started
+    assert wall < 20.0, wall
