@@ -1,0 +1,143 @@
+"""svlm_node as a managed node, driven the way a robot drives it: configure loads the model,
+activate answers, deactivate pauses with the model kept, cleanup returns its memory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from test.helpers.graph import Probe, real_frames
+from test.helpers.models import tiny_model_dir
+from test.helpers.servers import stop_process
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (MiB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pytest.fixture
+def svlm() -> Iterator[subprocess.Popen[bytes]]:
+    log = open(ROOT / "log" / "svlm-lifecycle.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spotvlm_ros.nodes.svlm_node",
+            "--ros-args",
+            "-p",
+            f"model_path:={tiny_model_dir()}",
+            "-p",
+            "max_new_tokens:=4",
+            "-p",
+            "deadline_s:=5.0",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield proc
+    stop_process(proc, signal.SIGINT, 20.0)
+    log.close()
+
+
+def change(probe: Probe, transition: str) -> None:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = probe.node.create_client(ChangeState, "/svlm_node/change_state")
+    assert client.wait_for_service(timeout_sec=30.0)
+    request = ChangeState.Request()
+    request.transition.id = getattr(Transition, f"TRANSITION_{transition.upper()}")
+    future = client.call_async(request)
+    probe.wait_for(future.done, 60.0, f"the {transition} transition")
+    assert future.result().success, transition
+
+
+def publish_frame(probe: Probe, publisher: object, seq: int) -> int:
+    from spotvlm_msgs.msg import Frame
+    from spotvlm_ros.ros.convert import rgb_to_image
+
+    now = probe.node.get_clock().now()
+    frame = Frame(seq=seq, image=rgb_to_image(real_frames(1)[0], "bgr8"))
+    frame.header.stamp = frame.ingest_time = now.to_msg()
+    publisher.publish(frame)  # type: ignore[attr-defined]
+    return int(now.nanoseconds)
+
+
+def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) -> None:
+    from spotvlm_msgs.msg import Frame
+    from spotvlm_ros.ros import qos
+    from spotvlm_ros.ros.convert import stamp_of
+
+    probe = Probe("lifecycle_probe", overlays=False, camera=False)
+    try:
+        frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
+        probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
+        unloaded = rss_mib(svlm.pid)
+        # the ros2 CLI, as on a robot
+        if shutil.which("ros2"):
+            out = subprocess.run(
+                ["ros2", "lifecycle", "set", "/svlm_node", "configure"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=os.environ,
+            )
+            assert "Transitioning successful" in out.stdout, out.stdout + out.stderr
+        else:
+            change(probe, "configure")
+        assert probe.svlm_state() == "inactive"
+        loaded = rss_mib(svlm.pid)
+        assert loaded - unloaded > 100, (unloaded, loaded)  # the tiny model is ~160 MB
+        probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its frame topic")
+
+        # inactive: a frame gets no SVLM result
+        publish_frame(probe, frames, 0)
+        time.sleep(2.0)
+        assert probe.svlm == []
+
+        change(probe, "activate")
+        stamp = publish_frame(probe, frames, 1)
+        probe.wait_for(lambda: len(probe.svlm) == 1, 30.0, "an SVLM result while active")
+        assert stamp_of(probe.svlm[0].header.stamp) == stamp and probe.svlm[0].status == 0
+
+        change(probe, "deactivate")
+        publish_frame(probe, frames, 2)
+        time.sleep(2.0)
+        assert len(probe.svlm) == 1  # nothing while inactive, and the model stays loaded
+        assert rss_mib(svlm.pid) > unloaded + 100
+
+        # cleanup gives the weights' memory back (what stays is code: the torch and
+        # transformers modules the first load imported)
+        change(probe, "cleanup")
+        assert probe.svlm_state() == "unconfigured"
+        weights = sum(f.stat().st_size for f in tiny_model_dir().glob("*.safetensors")) / 2**20
+        cleaned = rss_mib(svlm.pid)
+        assert loaded - cleaned > 0.8 * weights, (unloaded, loaded, cleaned, weights)
+
+        # it loads and answers again, and a second cleanup leaves no more behind
+        change(probe, "configure")
+        change(probe, "activate")
+        stamp = publish_frame(probe, frames, 3)
+        probe.wait_for(lambda: len(probe.svlm) == 2, 30.0, "an answer after reloading")
+        assert stamp_of(probe.svlm[1].header.stamp) == stamp
+        change(probe, "deactivate")
+        change(probe, "cleanup")
+        assert rss_mib(svlm.pid) < cleaned + 0.5 * weights, (cleaned, rss_mib(svlm.pid))
+    finally:
+        probe.close()
+    assert svlm.poll() is None
