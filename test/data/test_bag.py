@@ -66,9 +66,10 @@ def test_bdd100k_bag_keeps_the_5_fps_timing_and_scalabel_labels(tmp_path: Path) 
     assert all(len(t.boxes) > 0 for t in truths)  # type: ignore[attr-defined]
 
 
-def test_nuscenes_bag_uses_the_keyframe_timestamps(tmp_path: Path) -> None:
+def test_nuscenes_labels_bag_uses_the_keyframe_timestamps(tmp_path: Path) -> None:
     src = DATA / "nuscenes_mini"
-    assert main(["nuscenes", str(src), str(tmp_path / "b"), "--vocabulary", "nuscenes"]) == 0
+    args = ["nuscenes-labels", str(src), str(tmp_path / "b"), "--vocabulary", "nuscenes"]
+    assert main(args) == 0
     topics = read_bag(tmp_path / "b")
     stamps = [s for s, _ in topics[CAMERA_TOPIC]]
     assert len(stamps) == 2
@@ -96,7 +97,9 @@ def test_folder_and_retiming_and_compressed(tmp_path: Path) -> None:
     [
         (["camvid", "/no/such/dir", "OUT"], "does not exist"),
         (["bdd100k", str(DATA / "camvid_seq05vd"), "OUT"], "no Scalabel label files"),
-        (["nuscenes", str(DATA / "bdd100k_mot"), "OUT"], "cam_front_labels_mini_val.json"),
+        (["nuscenes-labels", str(DATA / "bdd100k_mot"), "OUT"], "cam_front_labels_mini_val.json"),
+        (["nuscenes", str(DATA / "bdd100k_mot"), "OUT"], "no nuScenes version folder"),
+        (["nuscenes", str(DATA / "nuscenes_mini"), "OUT"], "sample_annotation.json not found"),
         (["folder", str(DATA / "bdd100k_mot" / "labels"), "OUT"], "no images"),
     ],
 )

@@ -3,15 +3,19 @@
 
 A bag holds the camera frames (``/camera/image_raw`` as sensor_msgs/Image bgr8, or
 ``.../compressed`` JPEG) and the ground truth (``/spotvlm/ground_truth``,
-spotvlm_msgs/GroundTruth) with the same stamps. It plays with `ros2 bag play` and with
-the package's bag_player.
+spotvlm_msgs/GroundTruth) with the same stamps. A bag of several nuScenes cameras
+(``--camera all``) puts each camera in its own namespace: ``/cam_front/camera/image_raw``,
+``/cam_front/spotvlm/ground_truth``, ... It plays with `ros2 bag play` and with the
+package's bag_player.
 
     spotvlm-make-bag camvid ../shared/data/camvid_seq05vd rosbags/camvid --limit 30
+    spotvlm-make-bag nuscenes /data/sets/nuscenes rosbags/nuscenes --camera all
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 from collections.abc import Iterable, Iterator
@@ -22,10 +26,12 @@ import numpy as np
 
 from spotvlm_ros.core.types import NS_PER_S
 from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.data.nuscenes import ALL_CAMERAS, DEFAULT_CAMERA
 from spotvlm_ros.data.sequences import READERS, DatasetError, LabelledFrame
 from spotvlm_ros.imaging import swap_red_blue
 
 CAMERA_TOPIC = "/camera/image_raw"
+CAMERA_KIND = "nuscenes"  # the one kind with several cameras (--camera)
 TRUTH_TOPIC = "/spotvlm/ground_truth"
 BAG_EPOCH_NS = 1_700_000_000 * NS_PER_S  # bags start at a fixed, recognisable time
 MSG_TYPES = ("Roi", "GroundTruth")
@@ -66,8 +72,14 @@ def write_bag(
     storage: str = "sqlite3",
     overwrite: bool = False,
     progress: bool = True,
+    camera_namespaces: bool = False,
 ) -> int:
-    """Write ``frames`` into a new bag folder ``out``; returns the number of frames."""
+    """Write ``frames`` into a new bag folder ``out``; returns the number of frames.
+
+    With ``camera_namespaces``, a frame of a named camera (``frame.camera``, e.g. CAM_BACK)
+    goes on ``/cam_back/camera/image_raw`` and its ground truth on
+    ``/cam_back/spotvlm/ground_truth``; without, every frame is on the default topics.
+    """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     if out.exists():
@@ -86,44 +98,67 @@ def write_bag(
         from tqdm import tqdm
 
         iterator = tqdm(iterator, desc=f"writing {out.name}", unit="frame")
-    with Writer(out, version=9, storage_plugin=plugin) as writer:
-        camera = writer.add_connection(topic, image_type, typestore=store)
-        truth = writer.add_connection(TRUTH_TOPIC, "spotvlm_msgs/msg/GroundTruth", typestore=store)
-        for frame in iterator:
-            stamp = BAG_EPOCH_NS + frame.stamp
-            sec, nanosec = divmod(stamp, NS_PER_S)
-            header = t["std_msgs/msg/Header"](
-                stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec), frame_id="camera"
-            )
-            rgb = frame.load()
-            bgr = swap_red_blue(rgb)
-            if compressed:
-                import cv2
+    # A bag cut short by bad input is removed: it would only block the corrected rerun.
+    try:
+        with Writer(out, version=9, storage_plugin=plugin) as writer:
+            # namespace ("" or "/cam_front") -> (camera, ground truth) connections, made when
+            # a camera's first frame comes (a bag holds only the cameras it has frames of)
+            connections: dict[str, tuple[Any, Any]] = {}
 
-                data = np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8)
-                msg = t[image_type](header=header, format="jpeg", data=data)
-            else:
-                height, width = bgr.shape[:2]
-                msg = t[image_type](
-                    header=header,
-                    height=height,
-                    width=width,
-                    encoding="bgr8",
-                    is_bigendian=0,
-                    step=width * 3,
-                    data=bgr.reshape(-1),
+            def connections_of(namespace: str) -> tuple[Any, Any]:
+                if namespace not in connections:
+                    connections[namespace] = (
+                        writer.add_connection(namespace + topic, image_type, typestore=store),
+                        writer.add_connection(
+                            namespace + TRUTH_TOPIC, "spotvlm_msgs/msg/GroundTruth", typestore=store
+                        ),
+                    )
+                return connections[namespace]
+
+            if not camera_namespaces:
+                connections_of("")
+            for frame in iterator:
+                namespace = f"/{frame.camera.lower()}" if camera_namespaces and frame.camera else ""
+                camera, truth = connections_of(namespace)
+                stamp = BAG_EPOCH_NS + frame.stamp
+                sec, nanosec = divmod(stamp, NS_PER_S)
+                header = t["std_msgs/msg/Header"](
+                    stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                    frame_id=namespace.lstrip("/") or "camera",
                 )
-            writer.write(camera, stamp, store.serialize_cdr(msg, image_type))
-            if frame.labels is not None:
-                writer.write(
-                    truth,
-                    stamp,
-                    store.serialize_cdr(
-                        _truth(t, header, frame, task), "spotvlm_msgs/msg/GroundTruth"
-                    ),
-                )
-            count += 1
+                rgb = frame.load()
+                bgr = swap_red_blue(rgb)
+                if compressed:
+                    import cv2
+
+                    data = np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8)
+                    msg = t[image_type](header=header, format="jpeg", data=data)
+                else:
+                    height, width = bgr.shape[:2]
+                    msg = t[image_type](
+                        header=header,
+                        height=height,
+                        width=width,
+                        encoding="bgr8",
+                        is_bigendian=0,
+                        step=width * 3,
+                        data=bgr.reshape(-1),
+                    )
+                writer.write(camera, stamp, store.serialize_cdr(msg, image_type))
+                if frame.labels is not None:
+                    writer.write(
+                        truth,
+                        stamp,
+                        store.serialize_cdr(
+                            _truth(t, header, frame, task), "spotvlm_msgs/msg/GroundTruth"
+                        ),
+                    )
+                count += 1
+    except DatasetError:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     if count == 0:
+        shutil.rmtree(out, ignore_errors=True)
         raise DatasetError("the sequence held no frames")
     return count
 
@@ -149,9 +184,7 @@ def _truth(t: Any, header: Any, frame: LabelledFrame, task: str) -> Any:
 def retimed(frames: Iterable[LabelledFrame], fps: float) -> Iterator[LabelledFrame]:
     """The same frames at a chosen rate."""
     for i, frame in enumerate(frames):
-        yield LabelledFrame(
-            frame.name, round(i / fps * NS_PER_S), frame.load, frame.labels, frame.boxes
-        )
+        yield dataclasses.replace(frame, stamp=round(i / fps * NS_PER_S))
 
 
 def limited(frames: Iterable[LabelledFrame], limit: int) -> Iterator[LabelledFrame]:
@@ -160,6 +193,18 @@ def limited(frames: Iterable[LabelledFrame], limit: int) -> Iterator[LabelledFra
         if limit and i >= limit:
             return
         yield frame
+
+
+def _camera_option(kind: str, camera: str | None) -> str | None:
+    """The reader's camera for ``--camera`` (None: the reader takes no camera)."""
+    if kind != CAMERA_KIND:
+        if camera is not None:
+            raise ValueError(f"--camera is only for kind {CAMERA_KIND}, not {kind}")
+        return None
+    if camera is None:
+        return DEFAULT_CAMERA
+    # The reader names the channels there are when it has no such camera.
+    return ALL_CAMERAS if camera.lower() == ALL_CAMERAS else camera.upper()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,12 +219,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compressed", action="store_true", help="JPEG CompressedImage frames")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--camera",
+        default=None,
+        help=f"nuscenes only: the camera channel (default {DEFAULT_CAMERA}) or 'all' for "
+        "every camera, each on its own topics (/cam_front/camera/image_raw, ...)",
+    )
     args = p.parse_args(argv)
     try:
         vocab = vocabulary(args.vocabulary)
+        camera = _camera_option(args.kind, args.camera)
         if not args.source.exists():
             raise DatasetError(f"{args.source} does not exist (expected a {args.kind} source)")
-        frames: Iterable[LabelledFrame] = READERS[args.kind](args.source, vocab)
+        options = {} if camera is None else {"camera": camera}
+        frames: Iterable[LabelledFrame] = READERS[args.kind](args.source, vocab, **options)
         frames = limited(frames, args.limit)
         if args.rate:
             frames = retimed(frames, args.rate)
@@ -190,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             compressed=args.compressed,
             storage=args.storage,
             overwrite=args.overwrite,
+            camera_namespaces=camera == ALL_CAMERAS,
         )
     except (DatasetError, ValueError) as exc:
         print(f"spotvlm-make-bag: error: {exc}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""Labelled frame sequences read from dataset folders (no ROS): nuScenes (label JSON),
-BDD100K MOT (Scalabel), CamVid (derived labels), a folder of images, a video file.
+"""Labelled frame sequences read from dataset folders (no ROS): nuScenes (the official
+tables, see ``nuscenes.py``, or the derived CAM_FRONT label JSON), BDD100K MOT (Scalabel),
+CamVid (derived labels), a folder of images, a video file.
 
 Every reader yields frames in time order with a stamp, the image (loaded lazily) and the
 ground truth mapped into a task vocabulary. A missing or malformed dataset raises
@@ -37,6 +38,7 @@ class LabelledFrame:
     load: Callable[[], np.ndarray]  # -> (H, W, 3) RGB uint8
     labels: frozenset[str] | None  # None: unlabelled
     boxes: tuple[Roi, ...] = ()
+    camera: str = ""  # the camera channel (nuScenes CAM_FRONT, ...) where a source has several
 
 
 def _read_rgb(path: Path) -> Callable[[], np.ndarray]:
@@ -70,9 +72,25 @@ def _rois(objects: list[tuple[str, list[float], int | None]], vocab: Vocabulary)
     return tuple(rois)
 
 
-def nuscenes(root: Path, vocab: Vocabulary) -> Iterator[LabelledFrame]:
-    """nuScenes CAM_FRONT keyframes from ``cam_front_labels_mini_val.json`` (frames whose
-    image is present); stamps from the images' microsecond timestamps (2 Hz keyframes)."""
+def nuscenes_official(
+    root: Path,
+    vocab: Vocabulary,
+    camera: str = "CAM_FRONT",
+    *,
+    require_images: bool = True,
+) -> Iterator[LabelledFrame]:
+    """nuScenes camera keyframes from the official tables (see
+    :func:`spotvlm_ros.data.nuscenes.nuscenes_official`)."""
+    # Imported here: nuscenes.py builds on this module's LabelledFrame and DatasetError.
+    from spotvlm_ros.data import nuscenes
+
+    return nuscenes.nuscenes_official(root, vocab, camera, require_images=require_images)
+
+
+def nuscenes_labels(root: Path, vocab: Vocabulary) -> Iterator[LabelledFrame]:
+    """nuScenes CAM_FRONT keyframes from the project's derived
+    ``cam_front_labels_mini_val.json`` (frames whose image is present); stamps from the
+    images' microsecond timestamps (2 Hz keyframes)."""
     data = _json(
         root / "cam_front_labels_mini_val.json",
         "the nuScenes CAM_FRONT label JSON (cam_front_labels_mini_val.json)",
@@ -216,7 +234,8 @@ def demo(
 
 READERS: dict[str, Callable[..., Iterator[LabelledFrame]]] = {
     "demo": demo,
-    "nuscenes": nuscenes,
+    "nuscenes": nuscenes_official,
+    "nuscenes-labels": nuscenes_labels,
     "bdd100k": bdd100k,
     "camvid": camvid,
     "folder": folder,
