@@ -159,3 +159,40 @@ def test_launch_files_are_installed() -> None:
     share = Path(FindPackageShare("spotvlm_ros").find("spotvlm_ros"))
     assert (share / "launch" / "spotvlm.launch.py").is_file()
     assert (share / "launch" / "replay.launch.py").is_file()
+
+
+RVIZ_TYPES = {
+    "rviz_default_plugins/Image": "sensor_msgs/msg/Image",
+    "rviz_default_plugins/Camera": "sensor_msgs/msg/Image",
+    "rviz_default_plugins/Marker": "visualization_msgs/msg/Marker",
+    "rviz_default_plugins/MarkerArray": "visualization_msgs/msg/MarkerArray",
+}
+
+
+@pytest.mark.launch(fixture=spotvlm_launch)
+def test_every_rviz_display_shows_a_topic_the_graph_publishes(probe: Probe) -> None:
+    """config/spotvlm.rviz, as installed: each display's topic is published by the running
+    graph (or is the camera it listens to) with the display's type and a QoS it accepts."""
+    from pathlib import Path
+
+    import yaml
+    from rclpy.qos import ReliabilityPolicy
+
+    share = Path(FindPackageShare("spotvlm_ros").find("spotvlm_ros"))
+    config = yaml.safe_load((share / "config" / "spotvlm.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    shown = [d for d in displays if isinstance(d.get("Topic"), dict)]
+    assert shown, displays
+    probe.wait_for_graph(timeout=120.0)
+    for display in shown:
+        wanted = RVIZ_TYPES.get(display["Class"])
+        assert wanted, f"display {display['Name']!r}: unknown class {display['Class']}"
+        topic = display["Topic"]["Value"]
+        probe.wait_for(
+            lambda t=topic: probe.node.count_publishers(t) >= 1, 10.0, f"a publisher of {topic}"
+        )
+        types = dict(probe.node.get_topic_names_and_types()).get(topic, [])
+        assert types == [wanted], (display["Name"], topic, types)
+        if display["Topic"]["Reliability Policy"] == "Reliable":
+            offered = probe.node.get_publishers_info_by_topic(topic)
+            assert all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in offered)
