@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -45,6 +46,9 @@ def ros2_launch(*arguments: str, timeout: float, log: Path) -> tuple[int, str, f
             stderr=subprocess.STDOUT,
             timeout=timeout,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # as when started in the background by a script (`cmd &`): SIGINT ignored, which
+            # the nodes inherited, so that launch's SIGINT once did not stop them
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     return proc.returncode, log.read_text(errors="replace"), time.monotonic() - started
 

@@ -45,7 +45,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     Returns EXIT_STARTUP_ERROR when the node could not start (its error is logged), else 0.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    # Also SIGINT: a process started in the background by a non-interactive shell inherits
+    # SIGINT ignored, and launch stops its nodes with SIGINT (seen: every node then waited
+    # for launch's SIGTERM five seconds later).
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     node: Node | None = None
     try:
         executor = make_executor(os.environ.get(EXECUTOR_VARIABLE, "single"))
@@ -73,6 +77,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         finally:
             rclpy.try_shutdown()
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
     return 0
 
 

@@ -64,8 +64,10 @@ def _describe(path: Path, topics: dict[str, str]) -> tuple[str, list[list[str]],
             bounds = rng or extra
             span = " .. ".join(_text(b.value if isinstance(b, ast.keyword) else b) for b in bounds)
             params.append([f"`{pname}`", f"`{default}`", span, desc])
-        if name in ("create_publisher", "create_subscription", "sub") and len(args) >= 2:
-            msg = ast.unparse(args[0])
+        publishers = ("create_publisher", "create_lifecycle_publisher", "detection_publisher")
+        if name in (*publishers, "create_subscription", "sub") and len(args) >= 2:
+            # detection_publisher(node, topic, qos) makes a vision_msgs Detection2DArray one
+            msg = "Detection2DArray" if name == "detection_publisher" else ast.unparse(args[0])
             topic = args[1]
             if isinstance(topic, ast.Attribute) and topic.attr in topics:
                 tname = topics[topic.attr]
@@ -73,7 +75,7 @@ def _describe(path: Path, topics: dict[str, str]) -> tuple[str, list[list[str]],
                 tname = topic.value
             else:
                 tname = f"(parameter: {ast.unparse(topic)})"
-            kind = "publishes" if name == "create_publisher" else "subscribes"
+            kind = "publishes" if name in publishers else "subscribes"
             io.append([kind, f"`{tname}`", f"`{msg}`"])
     return doc, params, io
 
