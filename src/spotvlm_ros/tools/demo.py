@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "svlm_node.max_new_tokens=16",
     ]
     print(f"replaying {n} frames through the graph (logs in {out / 'logs'}) ...", flush=True)
+    print(f"  (the same as: {launch_command(cmd[3:])})", flush=True)
     rc = subprocess.call(cmd, env=env)
     report_file = out / "report.json"
     if rc != 0 or not report_file.is_file():
@@ -91,6 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     summary(json.loads(report_file.read_text()), n, out, video, test_model, model)
     print(f"demo finished in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def launch_command(runner_args: list[str]) -> str:
+    """The ``ros2 launch`` line that the runner's arguments amount to."""
+    from spotvlm_ros.runner import launch_arguments, parse_args
+
+    defaults = launch_arguments(parse_args([]), None)
+    given = launch_arguments(parse_args(runner_args), None)
+    changed = [
+        f"{k}:={shlex.quote(v)}" for k, v in given.items() if v != defaults[k] and k != "output"
+    ]
+    overrides = " params_file:=<the --set overrides>" if "--set" in runner_args else ""
+    return " ".join(["ros2 launch spotvlm_ros spotvlm.launch.py", *changed]) + overrides
 
 
 def note(model: str, test_model: bool, latency: float) -> str:
