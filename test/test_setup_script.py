@@ -75,3 +75,36 @@ def test_a_broken_venv_from_a_half_finished_setup_is_detected(checkout: Path) ->
         PIP_TIMEOUT="2",
     )
     assert "is broken (a half-finished earlier set-up?); recreating it" in result.stdout
+
+
+def test_a_wheelhouse_file_that_differs_from_its_pin_is_refused_before_anything_installs(
+    checkout: Path, tmp_path: Path
+) -> None:
+    house = tmp_path / "wheelhouse"
+    house.mkdir()
+    names = [
+        line.split()[0]
+        for line in (checkout / "wheelhouse.lock").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    for name in names:
+        (house / name).write_bytes(b"not the pinned wheel")
+    result = run_setup(checkout, SPOTVLM_WHEELHOUSE=str(house))
+    assert result.returncode != 0
+    assert f"{names[0]} does not match its sha256 in wheelhouse.lock" in result.stderr
+    assert not (checkout / ".venv").exists()  # refused before the venv was made
+
+
+def test_a_missing_wheelhouse_is_said_and_the_rest_installs(checkout: Path, tmp_path: Path) -> None:
+    result = run_setup(
+        checkout,
+        SPOTVLM_WHEELHOUSE=str(tmp_path / "nowhere"),
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="2",
+    )
+    assert "WARNING: no ROS 2 wheelhouse at" in result.stdout
+    assert "no 'ros2' command" in result.stdout
+    # it went on to install the rest (here it then fails on the dead index, as it should)
+    assert "installing the pinned Python packages" in result.stdout

@@ -31,6 +31,7 @@ class Evaluator(Node):
 
     def __init__(self) -> None:
         super().__init__("evaluator")
+        self.exit_code = 0  # 1 when nothing was scored (see close)
         name = declare(self, "task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco")
         report_dir = declare(self, "report_dir", "", "where report.json/.md go; empty: none")
         self.note = declare(self, "report_note", "", "a line written at the top of the report")
@@ -125,6 +126,15 @@ class Evaluator(Node):
             f"final Micro-F1 {report['scores']['final']['micro_f1']:.3f}"
             + (f"; report in {self.report_dir}" if self.report_dir else "")
         )
+        if report["frames_with_truth"] == 0 or report["final_answers"] == 0:
+            # an empty report must not pass for a result
+            self.exit_code = 1
+            self.get_logger().error(
+                f"no frame was scored ({report['final_answers']} answers, "
+                f"{report['frames_with_truth']} frames with ground truth): is the camera topic "
+                "right (camera_ingest warns which image topics it sees), and does the bag carry "
+                "spotvlm/ground_truth?"
+            )
 
 
 def main(args: list[str] | None = None) -> int:

@@ -42,7 +42,9 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     most WAKE_S at a time, so that it is seen); the node's ``close()`` runs with the
     context still valid, and the context goes last.
 
-    Returns EXIT_STARTUP_ERROR when the node could not start (its error is logged), else 0.
+    Returns EXIT_STARTUP_ERROR when the node could not start (its error is logged), else
+    the node's ``exit_code`` attribute (0 when it has none): a node whose run produced
+    nothing usable (the evaluator with nothing scored) exits non-zero.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     # Also SIGINT: a process started in the background by a non-interactive shell inherits
@@ -78,7 +80,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             rclpy.try_shutdown()
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int)
-    return 0
+    return int(getattr(node, "exit_code", 0))
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
