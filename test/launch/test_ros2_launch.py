@@ -108,9 +108,10 @@ def test_a_bag_from_the_shared_data_is_answered_frame_by_frame(
 def _write_bag(path: Path, topic: str, msgtype: str, images: list[str]) -> None:
     """A bag the way other converters lay it out: one camera topic, 2 Hz, no ground truth."""
     import cv2
-    import numpy as np
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
+
+    from spotvlm_ros.data.bag import image_message
 
     store = get_typestore(Stores.ROS2_KILTED)
     t = store.types
@@ -123,21 +124,8 @@ def _write_bag(path: Path, topic: str, msgtype: str, images: list[str]) -> None:
                 stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
                 frame_id="CAM_FRONT",
             )
-            bgr = cv2.imread(file)
-            if msgtype.endswith("CompressedImage"):
-                data = np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8)
-                msg = t[msgtype](header=header, format="jpeg", data=data)
-            else:
-                h, w = bgr.shape[:2]
-                msg = t[msgtype](
-                    header=header,
-                    height=h,
-                    width=w,
-                    encoding="bgr8",
-                    is_bigendian=0,
-                    step=w * 3,
-                    data=bgr.reshape(-1),
-                )
+            compressed = msgtype.endswith("CompressedImage")
+            msg = image_message(store, header, cv2.imread(file), compressed)
             writer.write(connection, stamp, store.serialize_cdr(msg, msgtype))
 
 
@@ -197,3 +185,19 @@ def test_arguments_that_cannot_work_stop_the_launch_with_one_message(
     assert "Traceback" not in output
     assert "process started" not in output  # nothing was started
     assert wall < 20.0, wall
+
+
+def test_a_model_folder_that_does_not_load_stops_the_launch(tmp_path: Path) -> None:
+    """It passes the argument check (a folder with a config.json), but configure fails:
+    the launch stops, naming svlm_node, instead of waiting for an SVLM that never comes."""
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "qwen2_5_vl"}')
+    rc, output, wall = ros2_launch(
+        f"model_path:={broken}", "cloud:=false", timeout=120, log=tmp_path / "launch.log"
+    )
+    assert rc != 0, output
+    assert "svlm_node cannot configure" in output, output[-3000:]
+    assert "svlm_node could not configure (its error is above): stopping" in output
+    assert "Traceback" not in output
+    assert wall < 90.0, wall

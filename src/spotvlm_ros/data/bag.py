@@ -126,24 +126,7 @@ def write_bag(
                     stamp=t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
                     frame_id=namespace.lstrip("/") or "camera",
                 )
-                rgb = frame.load()
-                bgr = swap_red_blue(rgb)
-                if compressed:
-                    import cv2
-
-                    data = np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8)
-                    msg = t[image_type](header=header, format="jpeg", data=data)
-                else:
-                    height, width = bgr.shape[:2]
-                    msg = t[image_type](
-                        header=header,
-                        height=height,
-                        width=width,
-                        encoding="bgr8",
-                        is_bigendian=0,
-                        step=width * 3,
-                        data=bgr.reshape(-1),
-                    )
+                msg = image_message(store, header, swap_red_blue(frame.load()), compressed)
                 writer.write(camera, stamp, store.serialize_cdr(msg, image_type))
                 if frame.labels is not None:
                     writer.write(
@@ -161,6 +144,26 @@ def write_bag(
         shutil.rmtree(out, ignore_errors=True)
         raise DatasetError("the sequence held no frames")
     return count
+
+
+def image_message(store: Any, header: Any, bgr: np.ndarray, compressed: bool) -> Any:
+    """A rosbags sensor_msgs Image (bgr8) or CompressedImage (JPEG) of a BGR frame."""
+    t = store.types
+    if compressed:
+        import cv2
+
+        data = np.frombuffer(cv2.imencode(".jpg", bgr)[1].tobytes(), np.uint8)
+        return t["sensor_msgs/msg/CompressedImage"](header=header, format="jpeg", data=data)
+    height, width = bgr.shape[:2]
+    return t["sensor_msgs/msg/Image"](
+        header=header,
+        height=height,
+        width=width,
+        encoding="bgr8",
+        is_bigendian=0,
+        step=width * 3,
+        data=bgr.reshape(-1),
+    )
 
 
 def _truth(t: Any, header: Any, frame: LabelledFrame, task: str) -> Any:
