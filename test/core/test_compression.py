@@ -100,3 +100,21 @@ def test_compression_always_fits_the_budget(
     assert len(out.entries) + len(out.dropped) == len(history)
     # whatever is kept keeps its order
     assert [history.index(e) for e in out.entries] == sorted(history.index(e) for e in out.entries)
+
+
+def test_a_frames_context_is_built_from_the_turns_before_it_in_the_given_tokens() -> None:
+    from spotvlm_ros.core.context import ContextConfig, ContextReplacement
+
+    h = ContextReplacement(ContextConfig(max_entries=2, delta=10.0))
+    h.add_svlm(S(1.0), "q", "a car")
+    h.replace(S(2.0), "two cars and a bus", arrival=S(2.2))
+    chars = ContextCompressor(10_000, count_tokens=len)
+    context = chars.for_frame(h, S(2.0))  # the frame the cloud has just answered
+    assert context.entries == () and context.text == ""  # not its own answer (frame 1's
+    # turn is superseded by the cloud turn, as the context replacement rule says)
+    h.add_svlm(S(2.5), "q", "a bus")
+    assert [e.answer for e in chars.for_frame(h, S(2.5)).entries] == ["two cars and a bus"]
+    later = chars.for_frame(h, S(3.0))
+    assert [e.answer for e in later.entries] == ["two cars and a bus", "a bus"]
+    assert "from the cloud model, 1.0 s ago: two cars and a bus" in later.text
+    assert later.tokens == len(later.text)  # counted with the given counter (characters here)

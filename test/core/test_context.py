@@ -180,3 +180,34 @@ def test_history_equals_the_reference_model(
     assert len(entries) <= k
     assert len({e.stamp for e in entries}) == len(entries)
     assert all(e.source is Source.LVLM for e in entries[:1] if accepted_cloud) or not entries
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=events, k=st.integers(1, 4), delta=st.integers(0, 12), frame=st.integers(0, 32))
+def test_the_turns_rebuild_the_same_history_in_another_process(
+    events: list[tuple[str, int, int]], k: int, delta: int, frame: int
+) -> None:
+    """context_manager sends ``turns()`` and svlm_node rebuilds the history from them: every
+    frame is then shown exactly what the manager's own history (and the replay) shows it."""
+    h = history(k=k, delta=float(delta))
+    for i, (kind, t, d) in enumerate(events):
+        if kind == "svlm":
+            h.add_svlm(S(t), Q, f"s{i}")
+        else:
+            h.replace(S(t), f"c{i}", arrival=S(t + d))
+    rebuilt = ContextReplacement.from_turns(h.config, h.turns())
+    assert rebuilt.entries(before=S(frame)) == h.entries(before=S(frame))
+    assert rebuilt.entries() == h.entries()
+
+
+def test_a_frame_is_never_shown_its_own_cloud_answer() -> None:
+    """The cloud answer for frame 5 arrives (0.3 s) before the SVLM starts on frame 5: the
+    history holds it, but frame 5 is not shown it; the SVLM turns of frames 3 and 4 stay
+    superseded by it (the rule), so frame 5 gets no context and frame 6 the cloud turn."""
+    h = history(k=2)
+    h.add_svlm(S(3), Q, "three")
+    h.add_svlm(S(4), Q, "four")
+    assert h.replace(S(5), "cloud five", arrival=S(5.3)) is ReplacementOutcome.INSERTED
+    assert [e.answer for e in h.entries()] == ["cloud five"]
+    assert h.entries(before=S(5)) == ()
+    assert [e.answer for e in h.entries(before=S(6))] == ["cloud five"]

@@ -36,19 +36,19 @@ def test_roundtrip(msg_type: type) -> None:
     assert restored == original
 
 
-def test_enumerations_are_message_constants() -> None:
-    from spotvlm_msgs.msg import Answer, HistoryEntry, LvlmResult, Roi, SvlmResult
+def test_the_core_source_and_track_values_are_the_messages_constants() -> None:
+    """Nodes write core values straight into messages (``int(decision.source)``, a track id
+    of None as TRACK_ID_NONE): the two must agree."""
+    from spotvlm_msgs.msg import Answer, HistoryEntry, Roi
+    from spotvlm_ros.core.types import Box, Source
+    from spotvlm_ros.core.types import Roi as CoreRoi
+    from spotvlm_ros.ros.convert import roi_from_msg, roi_to_msg
 
-    assert (Answer.SOURCE_NONE, Answer.SOURCE_SVLM, Answer.SOURCE_LVLM) == (0, 1, 2)
-    assert (HistoryEntry.SOURCE_SVLM, HistoryEntry.SOURCE_LVLM) == (
-        Answer.SOURCE_SVLM,
-        Answer.SOURCE_LVLM,
-    )
-    assert {
-        LvlmResult.STATUS_OK,
-        LvlmResult.STATUS_TIMEOUT,
-        LvlmResult.STATUS_ERROR,
-        LvlmResult.STATUS_REJECTED,
-    } == {0, 1, 2, 3}
-    assert {SvlmResult.STATUS_OK, SvlmResult.STATUS_DROPPED, SvlmResult.STATUS_ERROR} == {0, 1, 2}
-    assert Roi.TRACK_ID_NONE == -1
+    for source in Source:
+        assert getattr(Answer, f"SOURCE_{source.name}") == int(source)
+    for source in (Source.SVLM, Source.LVLM):
+        assert getattr(HistoryEntry, f"SOURCE_{source.name}") == int(source)
+    untracked = CoreRoi("car", Box(1.0, 2.0, 30.0, 40.0), 0.5, None)
+    msg = roi_to_msg(untracked)
+    assert msg.track_id == Roi.TRACK_ID_NONE
+    assert roi_from_msg(msg) == untracked

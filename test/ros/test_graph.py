@@ -158,6 +158,25 @@ def test_slow_cloud_answers_come_from_the_svlm_and_late_lvlm_answers_enter_its_h
         assert stamp_of(cloud_turn.stamp) < stamp_of(result.header.stamp)
     # and the SVLM used their ROIs for visual focus
     assert any(s.ggvr_applied and s.visual_tokens_used < s.visual_tokens_full for s in with_cloud)
+    # Each prompt's context was built for its own frame: turns of earlier frames only,
+    # written as the core writes them (the replay's code), within the budget counted in
+    # the SVLM's own tokens
+    from transformers import AutoTokenizer
+
+    from spotvlm_ros.core.compression import ContextCompressor
+    from spotvlm_ros.ros.convert import entry_from_msg
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    count = lambda text: len(tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+    compressor = ContextCompressor(96, count_tokens=count)
+    ok = [s for s in probe.svlm if s.status == 0 and s.history_used]
+    assert ok
+    for result in ok:
+        frame = stamp_of(result.header.stamp)
+        entries = [entry_from_msg(h) for h in result.history_used]
+        assert all(e.stamp < frame for e in entries), (frame, entries)
+        assert result.context_text == compressor.compress(entries, frame).text
+        assert count(result.context_text) <= 96
 
 
 def svlm_timeline(probe: Probe) -> str:

@@ -242,3 +242,19 @@ def test_the_tokenizers_chat_template_agrees_with_the_prompt_builder(svlm: QwenS
         messages, tokenize=False, add_generation_prompt=True
     )
     assert rendered == build_prompt(Q, image_tokens=1, history=messages[:2])
+
+
+def test_gtvr_update_with_alpha_between_0_and_1_matches_the_hand_worked_values() -> None:
+    """One prototype f = (1, 0); token v1 = (2, 0) has s = cos = 1, v2 = (0, 3) has s = 0.
+    mu = 10, b = -5: W1 = sigmoid(5) = 0.9933071, W2 = sigmoid(-5) = 0.0066929.
+    alpha = 0.25: t' = 0.25 W t + 0.75 t, so
+    t1' = (0.25 * 0.9933071 + 0.75) * 2 = 1.9966536 and t2' = (0.25 * 0.0066929 + 0.75) * 3
+    = 2.2550197."""
+    import torch
+
+    from spotvlm_ros.svlm.qwen import gtvr_update
+
+    features = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    out = gtvr_update(features, torch.tensor([[1.0, 0.0]]), mu=10.0, b=-5.0, alpha=0.25)
+    expected = torch.tensor([[1.9966536, 0.0], [0.0, 2.2550197]])
+    assert torch.allclose(out, expected, atol=1e-6), out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from spotvlm_ros.core.context import HistoryEntry
+from spotvlm_ros.core.context import ContextReplacement, HistoryEntry
 from spotvlm_ros.core.types import Source, Stamp, seconds_between
 
 CountTokens = Callable[[str], int]
@@ -97,6 +97,13 @@ class ContextCompressor:
                 return CompressedContext(text, tuple(kept), tuple(dropped), True, tokens)
             dropped.append(kept.pop())
         return CompressedContext("", (), tuple(dropped), False, 0)
+
+    def for_frame(self, history: ContextReplacement, stamp: Stamp) -> CompressedContext:
+        """The context of the frame at ``stamp``: the history as shown to that frame (turns
+        of earlier frames only, never its own cloud answer that may already have arrived;
+        the cloud turn within ``delta`` of it), compressed as seen from it. The live SVLM and
+        the offline replay both build it here."""
+        return self.compress(history.entries(before=stamp), stamp)
 
     @staticmethod
     def _drop_index(kept: Sequence[HistoryEntry]) -> int:

@@ -9,6 +9,7 @@ the SVLM said since is newer. At most one cloud turn is kept: the one of the new
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from spotvlm_ros.core.types import Source, Stamp, seconds_between
@@ -121,6 +122,24 @@ class ContextReplacement:
         if self._lvlm is not None and stamp < self._lvlm.stamp:
             return ReplacementOutcome.SUPERSEDED
         return ReplacementOutcome.REPLACED if stamp in self._svlm else ReplacementOutcome.INSERTED
+
+    def turns(self) -> tuple[HistoryEntry, ...]:
+        """Every turn held (the cloud turn first, then the SVLM turns oldest first): the
+        state that :meth:`from_turns` rebuilds, e.g. in another process."""
+        cloud = (self._lvlm,) if self._lvlm is not None else ()
+        return cloud + tuple(self._svlm[s] for s in sorted(self._svlm))
+
+    @classmethod
+    def from_turns(cls, config: ContextConfig, turns: Iterable[HistoryEntry]) -> ContextReplacement:
+        """A history holding ``turns`` (as :meth:`turns` gives them), for :meth:`entries`."""
+        history = cls(config)
+        for turn in turns:
+            if turn.source is Source.LVLM:
+                if history._lvlm is None or turn.stamp > history._lvlm.stamp:
+                    history._lvlm = turn
+            else:
+                history._svlm[turn.stamp] = turn
+        return history
 
     @property
     def lvlm_entry(self) -> HistoryEntry | None:

@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ReplayConfig(
         deadline=args.deadline,
         svlm_seconds=None if args.svlm_seconds == "measured" else float(args.svlm_seconds),
+        count_tokens=svlm.svlm.count_tokens,  # the history budget in the SVLM's tokens
     )
     if args.latency_model == "fixed":
         sweeps = [(float(x), lambda i, x=float(x): x) for x in args.latencies.split(",")]

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from spotvlm_ros.core.arbiter import Arbiter, Candidate
-from spotvlm_ros.core.compression import ContextCompressor
+from spotvlm_ros.core.compression import ContextCompressor, CountTokens, count_words
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement
 from spotvlm_ros.core.evaluation import EvaluationLog
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
@@ -116,7 +116,8 @@ class ReplayConfig:
     deadline: float = 1.0
     svlm_seconds: float | None = 0.3  # None: use the measured compute time
     context: ContextConfig = field(default_factory=ContextConfig)
-    context_budget: int = 96
+    context_budget: int = 96  # in count_tokens units (the SVLM's tokens where it has any)
+    count_tokens: CountTokens = count_words
     upload: UploadPolicyConfig = field(default_factory=UploadPolicyConfig)
     question: str = DEFAULT_QUESTION
 
@@ -149,7 +150,7 @@ def replay(
     cfg = config or ReplayConfig()
     arbiter = Arbiter(cfg.deadline)
     history = ContextReplacement(cfg.context)
-    compressor = ContextCompressor(cfg.context_budget)
+    compressor = ContextCompressor(cfg.context_budget, count_tokens=cfg.count_tokens)
     upload = cfg.upload
     if method.lvlm and not method.svlm:  # cloud-only: every frame goes to the cloud
         upload = UploadPolicyConfig(mode=UploadMode.EVERY_FRAME, max_in_flight=1024)
@@ -189,8 +190,9 @@ def replay(
                 events.append(Event("svlm", t, None, dropped=True))
             else:
                 deliver(start)
-                entries = history.entries(before=t) if method.crm else ()
-                context = compressor.compress(entries, t).text if entries else ""
+                compressed = compressor.for_frame(history, t) if method.crm else None
+                entries = compressed.entries if compressed else ()
+                context = compressed.text if compressed else ""
                 use_rois = latest_rois if (method.ggvr or method.gtvr) else None
                 out = svlm.answer(
                     frame.name,

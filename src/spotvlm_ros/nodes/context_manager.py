@@ -1,7 +1,6 @@
 """context_manager: owns the history and the ROIs, and decides each frame's final answer.
 
 - context replacement: late LVLM answers replace the SVLM's own turns (core.context);
-- compression of the history into the SVLM's prompt budget (core.compression);
 - ROI hand-over: the newest LVLM ROIs go to the SVLM with their source stamp;
 - real-time arbitration of every frame against the deadline (core.arbiter);
 - an overlay image and ImageMarker boxes for RViz / Foxglove, and the ROIs behind each
@@ -24,7 +23,6 @@ from visualization_msgs.msg import ImageMarker
 
 from spotvlm_msgs.msg import Answer, ContextUpdate, Frame, LvlmResult, SvlmResult
 from spotvlm_ros.core.arbiter import Arbiter, Candidate, Decision, LiveArbiter
-from spotvlm_ros.core.compression import ContextCompressor
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement, ReplacementOutcome
 from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
@@ -50,7 +48,6 @@ class ManagerConfig:
 
     question: str
     deadline_s: float
-    context_budget_tokens: int
     publish_overlay: bool
     frames_kept: int
 
@@ -88,14 +85,6 @@ class ContextManager(Node):
                 low=0.01,
                 high=60.0,
             ),
-            context_budget_tokens=declare(
-                self,
-                "context_budget_tokens",
-                96,
-                "the compressed history's budget [words]",
-                low=0,
-                high=100000,
-            ),
             publish_overlay=declare(
                 self,
                 "publish_overlay",
@@ -107,7 +96,6 @@ class ContextManager(Node):
             ),
         )
         self.history = ContextReplacement(context_config)
-        self.compressor = ContextCompressor(self.config.context_budget_tokens)
         self.arbiter = LiveArbiter(Arbiter(self.config.deadline_s))
         self._frames: OrderedDict[Stamp, Frame] = OrderedDict()
         self._roi_sets: OrderedDict[Stamp, list[Roi]] = OrderedDict()
@@ -234,12 +222,15 @@ class ContextManager(Node):
 
     def _context_update(self) -> ContextUpdate:
         now = self._now()
-        entries = self.history.entries()
-        compressed = self.compressor.compress(entries, now)
         self._revision += 1
-        update = ContextUpdate(revision=self._revision, context_text=compressed.text)
+        config = self.history.config
+        update = ContextUpdate(
+            revision=self._revision, history_size=config.max_entries, max_delay=config.delta
+        )
         update.header.stamp = to_time(now)
-        update.history = entries_to_msgs(compressed.entries)
+        # every turn held: svlm_node rebuilds the history and shows each frame the turns
+        # before it, compressed in its own tokens (ContextCompressor.for_frame, as the replay)
+        update.history = entries_to_msgs(self.history.turns())
         if self._latest_rois is not None:
             update.roi_source_stamp = to_time(self._latest_rois[0])
             update.rois = rois_to_msgs(self._latest_rois[1])

@@ -26,12 +26,20 @@ from typing import Any
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from spotvlm_msgs.msg import ContextUpdate, Frame, SvlmResult
+from spotvlm_ros.core.compression import ContextCompressor
+from spotvlm_ros.core.context import ContextConfig, ContextReplacement
 from spotvlm_ros.core.task import DEFAULT_QUESTION
 from spotvlm_ros.core.types import NS_PER_S, seconds_between
 from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
-from spotvlm_ros.ros.convert import image_to_rgb, rois_from_msgs, stamp_of
+from spotvlm_ros.ros.convert import (
+    entries_to_msgs,
+    entry_from_msg,
+    image_to_rgb,
+    rois_from_msgs,
+    stamp_of,
+)
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import run_node
 
@@ -48,6 +56,7 @@ class SvlmNodeConfig:
     roi_max_age_s: float
     history_form: str
     max_pixels_in: int
+    context_budget_tokens: int
 
 
 class SvlmNode(LifecycleNode):
@@ -139,6 +148,13 @@ class SvlmNode(LifecycleNode):
             max_pixels_in=d(
                 "max_input_pixels", 4096 * 4096, "larger frames are refused", 1, 2**31 - 1
             ),
+            context_budget_tokens=d(
+                "context_budget_tokens",
+                96,
+                "the history's budget in the prompt, in this model's own tokens",
+                0,
+                100000,
+            ),
         )
         threads = d(
             "torch_threads",
@@ -175,6 +191,9 @@ class SvlmNode(LifecycleNode):
             self.backend = None
             self.get_logger().fatal(f"svlm_node cannot configure: {exc}")
             return TransitionCallbackReturn.FAILURE
+        self.compressor = ContextCompressor(
+            self.config.context_budget_tokens, count_tokens=self.backend.count_tokens
+        )
         self.model_name = model + (
             " (RANDOM TEST MODEL: meaningless answers)" if self.backend.is_test_model else ""
         )
@@ -333,11 +352,12 @@ class SvlmNode(LifecycleNode):
             self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=str(exc)))
             return
         focus = None
-        history_msgs: list = []
-        context_text = ""
+        history = ContextReplacement()
         if context is not None:
-            history_msgs = [h for h in context.history if stamp_of(h.stamp) < stamp]
-            context_text = context.context_text
+            history = ContextReplacement.from_turns(
+                ContextConfig(max(1, context.history_size), context.max_delay),
+                (entry_from_msg(h) for h in context.history),
+            )
             roi_stamp = stamp_of(context.roi_source_stamp)
             if (
                 context.rois
@@ -345,14 +365,10 @@ class SvlmNode(LifecycleNode):
                 and seconds_between(roi_stamp, stamp) <= self.config.roi_max_age_s
             ):
                 focus = Focus(rois_from_msgs(context.rois), roi_stamp)
-        chat = []
+        compressed = self.compressor.for_frame(history, stamp)
+        context_text, chat = compressed.text, []
         if self.config.history_form == "chat":
-            for h in history_msgs:
-                chat += [
-                    {"role": "user", "content": h.question},
-                    {"role": "assistant", "content": h.answer},
-                ]
-            context_text = ""
+            chat, context_text = self.compressor.chat_messages(compressed.entries, stamp), ""
         try:
             out = self.backend.infer(
                 rgb,
@@ -375,7 +391,8 @@ class SvlmNode(LifecycleNode):
         result.queue_delay = max(0.0, (started - stamp_of(frame.ingest_time)) / NS_PER_S)
         result.visual_tokens_used = out.visual_tokens_used
         result.visual_tokens_full = out.visual_tokens_full
-        result.history_used = history_msgs
+        result.history_used = entries_to_msgs(compressed.entries)
+        result.context_text = context_text
         result.roi_used = out.ggvr_applied or out.gtvr_applied
         if focus is not None:
             result.roi_source_stamp = context.roi_source_stamp  # type: ignore[union-attr]

@@ -149,6 +149,20 @@ def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtypes[name]
 
 
+def gtvr_update(
+    features: torch.Tensor, prototypes: torch.Tensor, mu: float, b: float, alpha: float
+) -> torch.Tensor:
+    """GTVR's gated update of the visual tokens ``features`` (N, D) by their similarity to
+    the ROI prototypes f_c (C, D): s_j = max_c cos(f_c, v_j), W_s = sigmoid(mu * s + b),
+    t' = alpha * (W_s * t) + (1 - alpha) * t."""
+    sims = torch.nn.functional.cosine_similarity(
+        features.float()[:, None, :], prototypes.float()[None, :, :], dim=-1
+    )  # (N, C)
+    weights = torch.sigmoid(mu * sims.max(dim=1).values + b)[:, None]  # (N, 1)
+    updated = alpha * (weights * features.float()) + (1.0 - alpha) * features.float()
+    return updated.to(features.dtype)
+
+
 def as_rgb(image: Any) -> np.ndarray:
     """A validated (H, W, 3) uint8 RGB array from ``image`` (H x W x 3 RGB, or H x W gray)."""
     if not isinstance(image, np.ndarray):
@@ -246,6 +260,10 @@ class QwenSvlm:
                 MODEL_PARAMETER,
             )
         return cls(model, tokenizer, image_processor, config, is_test)
+
+    def count_tokens(self, text: str) -> int:
+        """How many of this model's tokens ``text`` takes in the prompt."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     # --- inputs -------------------------------------------------------------------------
 
@@ -373,18 +391,12 @@ class QwenSvlm:
         if not groups:
             notes.append("GTVR: ROIs cover no tokens of their frame")
             return features, False
-        # f_c: mean past feature per label, (C, D); s_j = max_c cos(f_c, v_j), (N,)
+        # f_c: mean past feature per label, (C, D)
         prototypes = torch.stack(
             [past[torch.tensor(idx, device=past.device)].mean(dim=0) for idx in groups.values()]
         )
-        sims = torch.nn.functional.cosine_similarity(
-            features.float()[:, None, :], prototypes.float()[None, :, :], dim=-1
-        )  # (N, C)
-        s = sims.max(dim=1).values
-        weights = torch.sigmoid(self.config.gtvr_mu * s + self.config.gtvr_b)[:, None]
-        alpha = self.config.gtvr_alpha
-        updated = alpha * (weights * features.float()) + (1.0 - alpha) * features.float()
-        return updated.to(features.dtype), True
+        cfg = self.config
+        return gtvr_update(features, prototypes, cfg.gtvr_mu, cfg.gtvr_b, cfg.gtvr_alpha), True
 
     def _remember(self, stamp: Stamp, features: torch.Tensor, grid: TokenGrid) -> None:
         self._features[stamp] = (features.detach(), grid)
