@@ -180,3 +180,66 @@ def test_bad_client_configuration_is_refused() -> None:
         LvlmClientConfig(timeout=0)
     with pytest.raises(ValueError, match="unknown vocabulary"):
         LvlmClientConfig(task_vocabulary="kitti")
+
+
+@pytest.fixture
+def https_canned(tmp_path: Path) -> Iterator[tuple[str, Path, type[_Canned]]]:
+    """The canned server behind TLS with a self-signed certificate for 127.0.0.1."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    handler = type("Handler", (_Canned,), {"requests": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/v1", cert, handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_certificates_are_verified_and_a_ca_bundle_can_be_given(
+    https_canned: tuple[str, Path, type[_Canned]],
+) -> None:
+    url, cert, handler = https_canned
+    serve(handler, "vllm_qwen25vl_fenced.json")
+    refused = ask(url)  # a self-signed certificate is not trusted by default
+    assert refused.kind is OutcomeKind.CONNECTION, refused
+    assert handler.requests == []
+    trusted = ask(url, ca_bundle=str(cert))
+    assert trusted.kind is OutcomeKind.OK, trusted
+    with pytest.raises(ValueError, match="no such file"):
+        ask(url, ca_bundle=str(cert) + ".missing")
+
+
+def test_the_api_key_never_appears_in_an_error_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library that quotes the key in its exception (as some proxies echo headers) does
+    not carry it into the outcome, which nodes log and publish."""
+    monkeypatch.setenv("MY_LVLM_KEY", "sk-canary-123456")
+
+    async def failure() -> object:
+        client = LvlmClient(LvlmClientConfig(api_key_env="MY_LVLM_KEY"))
+        try:
+            return client._failure(RuntimeError("rejected key sk-canary-123456 for user"), 0.1)
+        finally:
+            await client.close()
+
+    out = asyncio.run(failure())
+    assert "sk-canary" not in out.error and "rejected key *** for user" in out.error

@@ -217,6 +217,25 @@ def test_server_refuses_to_start_without_the_model(tmp_path: Path) -> None:
         pass
 
 
+def test_a_non_loopback_bind_needs_an_api_key() -> None:
+    import subprocess
+    import sys
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "spotvlm_ros.cloud.server", "--host", "0.0.0.0", "--port", "9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "--host 0.0.0.0 would let anyone on the network use the model" in refused.stderr
+    # with a key it is allowed (it then starts listening; loopback is where tests reach it)
+    with lvlm_server(
+        "--host", "0.0.0.0", "--api-key-env", "BIND_KEY", env={"BIND_KEY": "k"}
+    ) as url:
+        assert url.startswith("http://127.0.0.1:")
+
+
 BAD_INPUTS = {
     "not json": b"{this is not json",
     "body not an object": b"[1, 2, 3]",

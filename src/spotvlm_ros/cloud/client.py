@@ -12,6 +12,7 @@ import asyncio
 import base64
 import enum
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,8 @@ class LvlmClientConfig:
         jpeg_quality: JPEG quality of the uploaded frame.
         coordinates: how the model's boxes are expressed.
         task_vocabulary: the vocabulary labels are mapped into.
+        ca_bundle: a PEM file of CA certificates to verify an https server with (empty:
+            the system's); certificates are always verified.
         prompt: the grounding prompt; ``{question}`` is replaced by the question.
         max_tokens: the reply's length limit.
     """
@@ -73,6 +76,7 @@ class LvlmClientConfig:
     jpeg_quality: int = 90
     coordinates: Coordinates = Coordinates.ABSOLUTE
     task_vocabulary: str = "bdd100k"
+    ca_bundle: str = ""
     prompt: str = DEFAULT_PROMPT
     max_tokens: int = 512
 
@@ -149,6 +153,11 @@ def interpret_reply(
     return parsed.answer, labels, tuple(rois), parsed.problems
 
 
+def redact(text: str, secret: str) -> str:
+    """``text`` with every occurrence of ``secret`` (an API key) replaced by ``***``."""
+    return text.replace(secret, "***") if secret else text
+
+
 class LvlmClient:
     """Asynchronous client; use from one asyncio event loop."""
 
@@ -157,10 +166,23 @@ class LvlmClient:
 
         self.config = config
         self.vocabulary = vocabulary(config.task_vocabulary)
+        import httpx
+
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
+        self._secret = key
+        if config.ca_bundle:
+            if not os.path.isfile(config.ca_bundle):
+                raise ValueError(f"ca_bundle {config.ca_bundle!r}: no such file")
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=config.ca_bundle)
+        else:
+            verify = True  # https certificates are verified against the system's CAs
         # The SDK insists on a key; servers without auth ignore it.
         self._client = AsyncOpenAI(
-            base_url=config.base_url, api_key=key or "EMPTY", timeout=config.timeout, max_retries=0
+            base_url=config.base_url,
+            api_key=key or "EMPTY",
+            timeout=config.timeout,
+            max_retries=0,
+            http_client=httpx.AsyncClient(verify=verify, timeout=config.timeout),
         )
         self._in_flight = 0
 
@@ -234,11 +256,11 @@ class LvlmClient:
             )
         return LvlmOutcome(OutcomeKind.OK, latency, answer, labels, rois, model, problems=problems)
 
-    @staticmethod
-    def _failure(exc: Exception, latency: float) -> LvlmOutcome:
+    def _failure(self, exc: Exception, latency: float) -> LvlmOutcome:
         import openai
 
-        text = f"{type(exc).__name__}: {exc}"[:500]
+        # whatever a library puts in its exception text, the key never leaves this object
+        text = redact(f"{type(exc).__name__}: {exc}", self._secret)[:500]
         if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError)):
             return LvlmOutcome(OutcomeKind.TIMEOUT, latency, error=text)
         if isinstance(exc, openai.APIConnectionError):

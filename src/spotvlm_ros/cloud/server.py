@@ -324,7 +324,11 @@ def build_backend(args: argparse.Namespace) -> Backend:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     p = argparse.ArgumentParser(prog="spotvlm-lvlm-server", description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default loopback; any other needs --api-key-env)",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--backend", choices=("detector", "qwen"), default="detector")
     p.add_argument("--model-name", default=None, help="name served by /v1/models")
@@ -358,6 +362,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name) only listens on this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the server until interrupted."""
     import uvicorn
@@ -383,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
             api_key = os.environ.get(args.api_key_env)
             if not api_key:
                 raise ValueError(f"--api-key-env {args.api_key_env}: that variable is not set")
+        if api_key is None and not is_loopback(args.host):
+            raise ValueError(
+                f"--host {args.host} would let anyone on the network use the model without a "
+                "key: give --api-key-env NAME (the variable holding the key), or keep the "
+                "default --host 127.0.0.1"
+            )
         backend = build_backend(args)
     except (ValueError, OSError, BackendError) as exc:
         print(f"spotvlm-lvlm-server: error: {exc}", file=sys.stderr)

@@ -97,6 +97,13 @@ class CloudBridge(Node):
                 task_vocabulary=declare(
                     self, "task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco"
                 ),
+                ca_bundle=declare(
+                    self,
+                    "ca_bundle",
+                    "",
+                    "PEM file of CA certificates for an https LVLM (empty: the system's); "
+                    "certificates are always verified",
+                ),
             )
             policy_config = UploadPolicyConfig(
                 mode=UploadMode(
@@ -148,7 +155,13 @@ class CloudBridge(Node):
             target=self._loop.run_forever, name="lvlm_client", daemon=True
         )
         self._thread.start()
-        self._client = asyncio.run_coroutine_threadsafe(self._make_client(), self._loop).result()
+        try:
+            self._client = asyncio.run_coroutine_threadsafe(
+                self._make_client(), self._loop
+            ).result()
+        except ValueError as exc:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise StartupError(f"cloud_bridge: bad parameter: {exc}") from exc
         self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
