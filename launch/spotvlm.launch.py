@@ -195,7 +195,11 @@ def graph(context: LaunchContext) -> list[Any]:
             )
         )
     if on("evaluate"):
-        nodes.append(node("evaluator", {"report_dir": values["report_dir"], **task}))
+        evaluator = node("evaluator", {"report_dir": values["report_dir"], **task})
+        nodes.append(evaluator)
+        actions.append(
+            RegisterEventHandler(OnProcessExit(target_action=evaluator, on_exit=_scored))
+        )
     actions += nodes
     for action in nodes:
         actions.append(RegisterEventHandler(OnProcessExit(target_action=action, on_exit=_fatal)))
@@ -275,6 +279,12 @@ def _fatal(event: ProcessExited, context: LaunchContext) -> None:
     if event.returncode == EXIT_STARTUP_ERROR:
         name = getattr(event.action, "node_name", event.process_name)
         raise GraphError(f"{name} cannot start (its error is above): stopping")
+
+
+def _scored(event: ProcessExited, context: LaunchContext) -> None:
+    """The evaluator exits 1 when it scored no frame: the launch must not end "fine"."""
+    if event.returncode == 1:
+        raise GraphError("the evaluator scored no frame (its error is above)")
 
 
 def _ns(namespace: str) -> str:

@@ -201,3 +201,54 @@ def test_a_model_folder_that_does_not_load_stops_the_launch(tmp_path: Path) -> N
     assert "svlm_node could not configure (its error is above): stopping" in output
     assert "Traceback" not in output
     assert wall < 90.0, wall
+
+
+def test_a_compressed_bag_meets_the_default_topics(tmp_path: Path, probe: Probe) -> None:
+    """spotvlm-make-bag --compressed writes <base>/compressed, which the launch file's
+    defaults find (image_transport's naming): no topic to set."""
+    from spotvlm_ros.data.bag import main as make_bag
+
+    bag = tmp_path / "bag"
+    camvid = str(SHARED / "data" / "camvid_seq05vd")
+    assert (
+        make_bag(["camvid", camvid, str(bag), "--limit", "4", "--rate", "2", "--compressed"]) == 0
+    )
+    rc, output, _ = ros2_launch(
+        f"model_path:={tiny_model_dir()}",
+        "cloud:=false",
+        f"bag:={bag}",
+        f"params_file:={params_file(tmp_path)}",
+        timeout=240,
+        log=tmp_path / "launch.log",
+    )
+    assert rc == 0, output[-4000:]
+    assert "admitting CompressedImage from /camera/image_raw/compressed" in output
+    assert sorted(a.frame_seq for a in probe.answers) == list(range(4)), output[-3000:]
+
+
+def test_a_wrong_camera_topic_is_said_loudly_and_the_run_fails(tmp_path: Path) -> None:
+    """The camera is on /camera/image_raw, camera_ingest is told /front/image: it names what
+    it sees within seconds, the evaluator scores nothing and the launch exits non-zero."""
+    from spotvlm_ros.data.bag import main as make_bag
+
+    bag = tmp_path / "bag"
+    camvid = str(SHARED / "data" / "camvid_seq05vd")
+    assert make_bag(["camvid", camvid, str(bag), "--limit", "4", "--rate", "2"]) == 0
+    rc, output, _ = ros2_launch(
+        f"model_path:={tiny_model_dir()}",
+        "cloud:=false",
+        "camera_topic:=/front/image",
+        f"bag:={bag}",
+        "evaluate:=true",
+        f"report_dir:={tmp_path / 'report'}",
+        timeout=240,
+        log=tmp_path / "launch.log",
+    )
+    assert rc != 0, output[-4000:]
+    warnings = [line for line in output.splitlines() if "no camera frame for" in line]
+    assert warnings and all("no camera publisher on /front/image" in w for w in warnings)
+    # once the bag player publishes, camera_ingest names its topic at once
+    naming = [w for w in warnings if "/camera/image_raw [Image, 1 publisher(s), reliable]" in w]
+    assert naming and "camera_topic:=TOPIC" in naming[0], warnings
+    assert "no frame was scored" in output
+    assert "the evaluator scored no frame" in output

@@ -112,6 +112,7 @@ class CameraIngest(Node):
         self._started_ns = self.get_clock().now().nanoseconds
         self._last_input_ns: int | None = None
         self._last_warning_ns = 0
+        self._warned_about: list[str] | None = None
         self.base_topic = self.resolve_topic_name(self.config.input_topic)
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(0.5, self._watch_input)
@@ -151,10 +152,14 @@ class CameraIngest(Node):
         silent_since = self._last_input_ns or self._started_ns
         if seconds_between(silent_since, now) < self.config.no_input_warning_s:
             return
-        if seconds_between(self._last_warning_ns, now) < max(30.0, self.config.no_input_warning_s):
+        # Said again every 30 s, and at once when the image topics on the graph change (a
+        # bag player or driver that starts on another topic is named as soon as it appears)
+        seen = self._image_topics()
+        repeat = max(30.0, self.config.no_input_warning_s)
+        if seen == self._warned_about and seconds_between(self._last_warning_ns, now) < repeat:
             return
-        self._last_warning_ns = now
-        self.get_logger().warning(self._no_input_message(seconds_between(silent_since, now)))
+        self._last_warning_ns, self._warned_about = now, seen
+        self.get_logger().warning(self._no_input_message(seconds_between(silent_since, now), seen))
 
     def _subscribe(self, topic: str, cls: type) -> None:
         self.subscribed = (topic, cls)
@@ -165,25 +170,32 @@ class CameraIngest(Node):
             f"{' (compressed: jpeg/png)' if cls is CompressedImage else ''}"
         )
 
-    def _no_input_message(self, silent_s: float) -> str:
-        """What is wrong when no frame arrives, and what to change."""
-        listening = (
-            f"listening on {self.subscribed[0]} [{self.subscribed[1].__name__}]"
-            if self.subscribed
-            else f"no camera publisher on {self.base_topic} or {self.base_topic}/compressed"
-        )
+    def _image_topics(self) -> list[str]:
+        """The image topics published now, other than the graph's own, with their types,
+        publisher counts and reliability."""
         seen = []
         image_types = {_type_name(Image), _type_name(CompressedImage)}
         for topic, types in self.get_topic_names_and_types():
-            for type_name in set(types) & image_types:
+            if "/spotvlm/" in f"{topic}/":
+                continue
+            for type_name in sorted(set(types) & image_types):
                 infos = self.get_publishers_info_by_topic(topic)
-                if not infos or topic.startswith("/spotvlm") or "/spotvlm/" in topic:
+                if not infos:
                     continue
                 reliability = {i.qos_profile.reliability.name.lower() for i in infos}
                 seen.append(
                     f"{topic} [{type_name.split('/')[-1]}, {len(infos)} publisher(s), "
                     f"{'/'.join(sorted(reliability))}]"
                 )
+        return sorted(seen)
+
+    def _no_input_message(self, silent_s: float, seen: list[str]) -> str:
+        """What is wrong when no frame arrives, and what to change."""
+        listening = (
+            f"listening on {self.subscribed[0]} [{self.subscribed[1].__name__}]"
+            if self.subscribed
+            else f"no camera publisher on {self.base_topic} or {self.base_topic}/compressed"
+        )
         hint = (
             "image topics published now: " + "; ".join(sorted(seen)) + ". Point camera_ingest "
             "at one with camera_topic:=TOPIC (launch) or -p input_topic:=TOPIC"
