@@ -29,7 +29,7 @@ def probe() -> Iterator[Probe]:
 def ingest_diagnostics(probe: Probe, received: list[object]) -> dict[str, str]:
     for array in reversed(received):
         for status in array.status:  # type: ignore[attr-defined]
-            if status.name == "spotvlm: camera_ingest":
+            if status.name == "camera_ingest: input":
                 return {kv.key: kv.value for kv in status.values}
     return {}
 

@@ -18,15 +18,16 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
 from spotvlm_msgs.msg import Frame
+from spotvlm_ros.core.health import RecentValues
 from spotvlm_ros.core.types import NS_PER_S, seconds_between
 from spotvlm_ros.imaging import SUPPORTED_ENCODINGS, ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import compressed_to_rgb, rgb_to_image, stamp_of
+from spotvlm_ros.ros.diagnostics import OK, WARN, DiagnosticsPublisher, status
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import StartupError, run_node
 
@@ -107,7 +108,8 @@ class CameraIngest(Node):
         self.admitted = 0
         self._last_admit_ns: int | None = None
         self._publisher = self.create_publisher(Frame, topics.FRAME, qos.RESULTS)
-        self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self._diagnostics = DiagnosticsPublisher(self)
+        self._admitted_recent = RecentValues(10.0)
         self.subscribed: tuple[str, type] | None = None
         self._started_ns = self.get_clock().now().nanoseconds
         self._last_input_ns: int | None = None
@@ -246,6 +248,7 @@ class CameraIngest(Node):
         frame = Frame(header=msg.header, seq=self.admitted, image=image)
         frame.ingest_time = self.get_clock().now().to_msg()
         self.admitted += 1
+        self._admitted_recent.add(now, 1.0)
         self._publisher.publish(frame)
 
     def _validated(self, msg: Image | CompressedImage) -> Image:
@@ -273,20 +276,25 @@ class CameraIngest(Node):
         return msg
 
     def _publish_diagnostics(self) -> None:
+        now = self.get_clock().now().nanoseconds
         topic = self.subscribed[0] if self.subscribed else self.base_topic
-        status = DiagnosticStatus(name="spotvlm: camera_ingest", hardware_id=topic)
-        status.level = DiagnosticStatus.WARN if self.rejected else DiagnosticStatus.OK
-        if self.received == 0:
-            status.level, status.message = DiagnosticStatus.WARN, "no frames received"
+        silent = seconds_between(self._last_input_ns or self._started_ns, now)
+        rate = self._admitted_recent.rate(now)
+        if silent >= self.config.no_input_warning_s:
+            level, message = WARN, f"no camera frame for {silent:.0f} s on {topic}"
+        elif self.rejected:
+            level = WARN
+            message = f"{rate:.1f} frames/s admitted; {sum(self.rejected.values())} rejected"
         else:
-            status.message = f"{self.admitted} admitted, {sum(self.rejected.values())} rejected"
-        status.values = [
-            KeyValue(key="received", value=str(self.received)),
-            KeyValue(key="admitted", value=str(self.admitted)),
-        ] + [KeyValue(key=f"rejected_{k}", value=str(v)) for k, v in sorted(self.rejected.items())]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics.publish(array)
+            level, message = OK, f"{rate:.1f} frames/s admitted"
+        values = {
+            "admitted_rate_hz": rate,
+            "received": self.received,
+            "admitted": self.admitted,
+            "seconds_since_last_frame": silent,
+            **{f"rejected_{k}": v for k, v in sorted(self.rejected.items())},
+        }
+        self._diagnostics.publish([status("camera_ingest: input", topic, level, message, values)])
 
 
 def main(args: list[str] | None = None) -> int:

@@ -9,18 +9,17 @@ Health and latency statistics go to /diagnostics.
 from __future__ import annotations
 
 import asyncio
-import statistics
 import sys
 import threading
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from std_msgs.msg import Header
 
 from spotvlm_msgs.msg import Frame, LvlmResult
 from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, LvlmOutcome, OutcomeKind
+from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.parsing import Coordinates
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
 from spotvlm_ros.core.task import DEFAULT_QUESTION
@@ -33,6 +32,7 @@ from spotvlm_ros.ros.convert import (
     rois_to_msgs,
     stamp_of,
 )
+from spotvlm_ros.ros.diagnostics import OK, WARN, DiagnosticsPublisher, status
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import StartupError, run_node
 
@@ -139,17 +139,26 @@ class CloudBridge(Node):
                 high=2**31 - 1,
             ),
         )
+        self.warn_after_s = declare(
+            self,
+            "warn_after_s",
+            30.0,
+            "diagnostics say WARN once every LVLM request has failed for this long [s]",
+            low=0.0,
+            high=3600.0,
+        )
         self.client_config = client_config
         self.policy = UploadPolicy(policy_config)
         self._policy_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
-        self._latencies: deque[float] = deque(maxlen=50)
+        self._latencies = RecentValues(60.0)  # answered requests' latencies [s]
+        self._streak = FailureStreak()
         self._last_error = ""
         self.skipped = 0
         self._results = self.create_publisher(LvlmResult, topics.LVLM_RESULT, qos.RESULTS)
         self._uploads = self.create_publisher(Header, topics.UPLOADS, qos.RESULTS)
         self._detections = detection_publisher(self, topics.LVLM_DETECTIONS, qos.RESULTS)
-        self._diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self._diagnostics = DiagnosticsPublisher(self)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="lvlm_client", daemon=True
@@ -207,8 +216,11 @@ class CloudBridge(Node):
 
     def _publish(self, frame: Frame, outcome: LvlmOutcome) -> None:
         self.outcomes[outcome.kind.value] += 1
+        now = self.get_clock().now().nanoseconds
+        if outcome.kind is not OutcomeKind.BUSY:  # refused here, not a cloud failure
+            self._streak.record(now, outcome.ok)
         if outcome.ok:
-            self._latencies.append(outcome.latency)
+            self._latencies.add(now, outcome.latency)
         else:
             self._last_error = f"{outcome.kind.value}: {outcome.error}"[:300]
             self.get_logger().warning(
@@ -229,35 +241,33 @@ class CloudBridge(Node):
             self._detections.publish(detections_to_msg(frame.header, outcome.rois))
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(
-            name="spotvlm: cloud_bridge", hardware_id=self.client_config.base_url
-        )
+        now = self.get_clock().now().nanoseconds
+        failing = self._streak.failing_for(now)
+        recent = self._latencies.values(now)
         total = sum(self.outcomes.values())
         failures = total - self.outcomes["ok"]
-        recent = list(self._latencies)
+        p95 = percentile(recent, 0.95) if recent else None
         if total == 0:
-            status.level, status.message = DiagnosticStatus.OK, "no requests yet"
-        elif self.outcomes["ok"] == 0:
-            status.level, status.message = (
-                DiagnosticStatus.ERROR,
-                f"no answer yet: {self._last_error}",
-            )
+            level, message = OK, "no requests yet"
+        elif failing >= self.warn_after_s:
+            level, message = WARN, f"no LVLM answer for {failing:.0f} s: {self._last_error}"
         else:
-            status.level = DiagnosticStatus.WARN if failures else DiagnosticStatus.OK
-            status.message = f"{self.outcomes['ok']} ok, {failures} failed"
+            level = OK
+            message = f"{self.outcomes['ok']} answered, {failures} failed" + (
+                f"; p95 latency {p95:.2f} s" if p95 is not None else ""
+            )
         values = {
+            "latency_p50_s": percentile(recent, 0.5) if recent else None,
+            "latency_p95_s": p95,
+            "latency_max_s": max(recent) if recent else None,
+            "failing_for_s": failing,
             "in_flight": self.policy.in_flight,
             "skipped_by_policy": self.skipped,
-            "last_latency_s": f"{self.policy.last_latency:.3f}" if self.policy.last_latency else "",
-            "p50_latency_s": f"{statistics.median(recent):.3f}" if recent else "",
-            "max_latency_s": f"{max(recent):.3f}" if recent else "",
             "last_error": self._last_error,
             **{f"outcome_{k}": v for k, v in sorted(self.outcomes.items())},
         }
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics.publish(array)
+        url = self.client_config.base_url
+        self._diagnostics.publish([status("cloud_bridge: LVLM", url, level, message, values)])
 
     def close(self) -> None:
         """Close the HTTP client and stop its loop."""

@@ -24,6 +24,7 @@ from visualization_msgs.msg import ImageMarker
 from spotvlm_msgs.msg import Answer, ContextUpdate, Frame, LvlmResult, SvlmResult
 from spotvlm_ros.core.arbiter import Arbiter, Candidate, Decision, LiveArbiter
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement, ReplacementOutcome
+from spotvlm_ros.core.health import FailureStreak
 from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
 from spotvlm_ros.ros import qos, topics
@@ -38,6 +39,7 @@ from spotvlm_ros.ros.convert import (
     stamp_of,
     to_time,
 )
+from spotvlm_ros.ros.diagnostics import OK, WARN, DiagnosticsPublisher, status
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import StartupError, run_node
 
@@ -95,6 +97,17 @@ class ContextManager(Node):
                 self, "frames_kept", 16, "frames kept for overlays", low=1, high=1000
             ),
         )
+        self.warn_after_s = declare(
+            self,
+            "warn_after_s",
+            10.0,
+            "diagnostics say WARN once every answer has been invalid for this long [s]",
+            low=0.0,
+            high=3600.0,
+        )
+        self._streak = FailureStreak()
+        self._diagnostics = DiagnosticsPublisher(self)
+        self.create_timer(1.0, self._publish_diagnostics)
         self.history = ContextReplacement(context_config)
         self.arbiter = LiveArbiter(Arbiter(self.config.deadline_s))
         self._frames: OrderedDict[Stamp, Frame] = OrderedDict()
@@ -246,6 +259,7 @@ class ContextManager(Node):
                 roi_stamp = decision.stamp
             rois = self._roi_sets.get(roi_stamp, []) if roi_stamp is not None else []
             self.answers[decision.source.name] += 1
+            self._streak.record(self._now(), decision.source is not Source.NONE)
             answer = Answer(
                 question=self.config.question,
                 answer=decision.answer,
@@ -322,6 +336,31 @@ class ContextManager(Node):
                 Point(x=b.x1, y=b.y2),
             ]
             self._markers.publish(marker)
+
+    def _publish_diagnostics(self) -> None:
+        now = self._now()
+        failing = self._streak.failing_for(now)
+        cloud = self.history.lvlm_entry
+        age = seconds_between(cloud.stamp, now) if cloud is not None else None
+        if failing >= self.warn_after_s:
+            level = WARN
+            message = (
+                f"every answer invalid for {failing:.0f} s: neither model answers in time "
+                f"(deadline {self.config.deadline_s} s)"
+            )
+        else:
+            level, message = OK, f"answers by source {self.answers}"
+        values = {
+            **{f"answers_{k.lower()}": v for k, v in self.answers.items()},
+            "pending_frames": self.arbiter.pending(),
+            "cloud_context_age_s": age,
+            "history_turns": len(self.history.turns()),
+            "invalid_for_s": failing,
+        }
+        name = self.get_fully_qualified_name()
+        self._diagnostics.publish(
+            [status("context_manager: answers", name, level, message, values)]
+        )
 
     def close(self) -> None:
         """Decide what is still pending, stop drawing, and log the totals."""

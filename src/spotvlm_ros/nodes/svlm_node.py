@@ -28,6 +28,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from spotvlm_msgs.msg import ContextUpdate, Frame, SvlmResult
 from spotvlm_ros.core.compression import ContextCompressor
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement
+from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.task import DEFAULT_QUESTION
 from spotvlm_ros.core.types import NS_PER_S, seconds_between
 from spotvlm_ros.core.vocab import vocabulary
@@ -40,6 +41,7 @@ from spotvlm_ros.ros.convert import (
     rois_from_msgs,
     stamp_of,
 )
+from spotvlm_ros.ros.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, status
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import run_node
 
@@ -75,6 +77,20 @@ class SvlmNode(LifecycleNode):
         self._publisher: Any = None
         self._subscriptions: list[Any] = []
         self.counts = {"answered": 0, "dropped": 0, "errors": 0, "ignored_inactive": 0}
+        self.error_after_s = declare(
+            self,
+            "error_after_s",
+            10.0,
+            "diagnostics say ERROR once every frame has been dropped or failed for this long [s]",
+            low=0.0,
+            high=3600.0,
+        )
+        self._streak = FailureStreak()
+        self._inference = RecentValues(30.0)  # answered frames' inference time [s]
+        self._queue = RecentValues(30.0)  # and their wait before inference [s]
+        self._last_failure = ""
+        self._diagnostics = DiagnosticsPublisher(self)
+        self.create_timer(1.0, self._publish_diagnostics)
         autostart = declare(
             self,
             "autostart",
@@ -419,7 +435,42 @@ class SvlmNode(LifecycleNode):
         if not self._active:  # deactivated while this frame was in progress: no answer
             self.counts["ignored_inactive"] += 1
             return
+        now = self.get_clock().now().nanoseconds
+        ok = result.status == SvlmResult.STATUS_OK
+        self._streak.record(now, ok)
+        if ok:
+            self._inference.add(now, result.inference_latency)
+            self._queue.add(now, result.queue_delay)
+        else:
+            self._last_failure = result.error
         publisher.publish(result)
+
+    def _publish_diagnostics(self) -> None:
+        now = self.get_clock().now().nanoseconds
+        state = self._state_machine.current_state[1]
+        failing = self._streak.failing_for(now)
+        times, waits = self._inference.values(now), self._queue.values(now)
+        p95 = percentile(times, 0.95) if times else None
+        if not self._active:
+            level, message = WARN, f"not answering: {state} (ros2 lifecycle set /svlm_node ...)"
+        elif failing >= self.error_after_s:
+            level = ERROR
+            message = f"every frame dropped or failed for {failing:.0f} s: {self._last_failure}"
+        else:
+            level = OK
+            message = f"answering, p95 inference {p95:.2f} s" if p95 is not None else "answering"
+        values = {
+            "state": state,
+            "answered_rate_hz": len(times) / self._inference.window_s,
+            "inference_p50_s": percentile(times, 0.5) if times else None,
+            "inference_p95_s": p95,
+            "queue_delay_p95_s": percentile(waits, 0.95) if waits else None,
+            "failing_for_s": failing,
+            "last_failure": self._last_failure,
+            **self.counts,
+        }
+        name = self.get_fully_qualified_name()
+        self._diagnostics.publish([status("svlm_node: inference", name, level, message, values)])
 
 
 def release_memory() -> None:

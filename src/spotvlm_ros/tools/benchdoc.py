@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spotvlm_ros.core.health import percentile  # noqa: F401 - re-exported for the scripts
+
 HEADER = (
     "# Benchmarks\n\nMeasured figures, each written by the script named in its section "
     "(run it again to refresh that section). Timing thresholds are never unit tests.\n"
@@ -23,9 +25,3 @@ def update_section(path: Path, name: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values`` by the nearest rank."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
