@@ -59,6 +59,11 @@ def logs(log_dir: Path) -> str:
     )
 
 
+def stamp_of_msg(msg: Any) -> int:
+    """The header stamp of a message (ns)."""
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
 def node_processes(root: int, name: str) -> list[int]:
     """The pids of the processes below ``root`` that run the ROS node ``name``."""
     import psutil
@@ -91,6 +96,7 @@ class Probe:
         overlays: bool = True,
         camera: bool = True,
         detections: bool = False,
+        admitted: bool = False,
     ) -> None:
         """``camera=False``: no camera publisher (a test that listens to another one's camera
         topic reliably would otherwise meet its own best-effort publisher: incompatible QoS)."""
@@ -122,6 +128,16 @@ class Probe:
         if overlays:
             self.node.create_subscription(
                 Image, "/spotvlm/overlay", self.overlays.append, qos.RESULTS
+            )
+        self.admitted: list[int] = []  # stamps of the frames camera_ingest admitted
+        if admitted:
+            from spotvlm_msgs.msg import Frame
+
+            self.node.create_subscription(
+                Frame,
+                "/spotvlm/frame",
+                lambda f: self.admitted.append(stamp_of_msg(f)),
+                qos.RESULTS,
             )
         self.detections: list[Any] = []
         self.lvlm_detections: list[Any] = []

@@ -32,7 +32,7 @@ SOURCE_SVLM, SOURCE_LVLM = 1, 2
 
 @pytest.fixture(scope="module")
 def probe() -> Iterator[Probe]:
-    p = Probe("launch_test_probe", detections=True)
+    p = Probe("launch_test_probe", detections=True, admitted=True)
     yield p
     p.close()
 
@@ -141,6 +141,51 @@ def test_a_killed_node_is_respawned_and_the_graph_answers_again(probe: Probe, no
         ok = [r for r in probe.svlm if stamps_of([r])[0] in set(stamps) and r.status == 0]
         # the respawned SVLM answers (it may drop a frame while busy on a loaded machine)
         assert len(ok) >= len(stamps) // 2, [(r.status, r.error) for r in probe.svlm]
+
+
+@pytest.mark.launch(fixture=spotvlm_launch)
+@pytest.mark.parametrize("node", ["svlm_node", "cloud_bridge", "camera_ingest"])
+def test_every_admitted_frame_gets_one_answer_through_a_mid_run_crash(
+    probe: Probe, node: str
+) -> None:
+    """A stream at 2 Hz; the node is SIGKILLed 2.5 s in and respawned: every frame that
+    camera_ingest admitted gets exactly one final answer (invalid while a model was down,
+    never lost), and the models answer again after the restart."""
+    import threading
+    import time
+
+    frames = real_frames(8) * 3  # 12 s at 2 Hz
+    probe.wait_for_graph(timeout=120.0, warm_up=frames[0])
+    probe.admitted.clear()
+    stamps: list[int] = []
+    stream = threading.Thread(target=lambda: stamps.extend(probe.publish_at_rate(frames, 2.0)))
+    stream.start()
+    time.sleep(2.5)
+    victim = node_processes(os.getpid(), node)
+    assert len(victim) == 1, victim
+    os.kill(victim[0], signal.SIGKILL)
+    killed = time.monotonic()
+    probe.wait_for(
+        lambda: node_processes(os.getpid(), node) not in ([], victim), 30.0, f"{node} respawned"
+    )
+    stream.join()
+    admitted = set(probe.admitted) & set(stamps)
+    probe.wait_for(
+        lambda: admitted <= set(stamps_of(probe.answers)), 30.0, "an answer per admitted frame"
+    )
+    answers = [a for a in probe.answers if stamps_of([a])[0] in set(stamps)]
+    per_frame = {s: stamps_of(answers).count(s) for s in admitted}
+    assert all(n == 1 for n in per_frame.values()), per_frame  # exactly one, none lost
+    assert set(stamps_of(answers)) <= admitted  # and none for a frame never admitted
+    # the models answer again after the restart (the SVLM reloads its model first)
+    by_stamp = {stamps_of([a])[0]: a for a in answers}
+    tail = [by_stamp[s] for s in sorted(admitted)[-3:]]
+    assert any(a.source in (SOURCE_SVLM, SOURCE_LVLM) for a in tail), [a.source for a in answers]
+    print(
+        f"{node}: killed, {len(admitted)} of {len(stamps)} frames admitted, all answered; "
+        f"sources {[a.source for a in sorted(answers, key=lambda a: stamps_of([a])[0])]}; "
+        f"{time.monotonic() - killed:.1f} s from the kill to the last answer"
+    )
 
 
 def _server_ready() -> bool:

@@ -50,6 +50,7 @@ class IngestConfig:
     max_future_s: float
     max_age_s: float
     no_input_warning_s: float
+    frame_listeners_wait_s: float
 
 
 class CameraIngest(Node):
@@ -95,6 +96,15 @@ class CameraIngest(Node):
                 5.0,
                 "warn when no frame has arrived for this long [s]",
                 low=0.5,
+                high=3600.0,
+            ),
+            frame_listeners_wait_s=declare(
+                self,
+                "frame_listeners_wait_s",
+                5.0,
+                "wait up to this long for the graph's frame subscribers to match before "
+                "taking the camera [s]",
+                low=0.0,
                 high=3600.0,
             ),
         )
@@ -149,7 +159,7 @@ class CameraIngest(Node):
                 # a fixed transport subscribes at once: a driver that starts later is met
                 # as by any ROS subscriber (compressed: on <base>/compressed)
                 found = candidates[-1]
-            if found is not None:
+            if found is not None and self._frame_listeners_matched(now):
                 self._subscribe(*found)
         silent_since = self._last_input_ns or self._started_ns
         if seconds_between(silent_since, now) < self.config.no_input_warning_s:
@@ -162,6 +172,28 @@ class CameraIngest(Node):
             return
         self._last_warning_ns, self._warned_about = now, seen
         self.get_logger().warning(self._no_input_message(seconds_between(silent_since, now), seen))
+
+    def _frame_listeners_matched(self, now: int) -> bool:
+        """Whether the Frame publisher has matched every subscriber the graph knows of.
+
+        A frame published before a reader has matched this publisher never reaches it,
+        reliable QoS or not: after a respawn of this node, context_manager lost the first
+        frames that way and never answered them. So the camera is taken only once they
+        have matched (or after frame_listeners_wait_s, with a warning).
+        """
+        matched = self._publisher.get_subscription_count()
+        known = self.count_subscribers(self._publisher.topic_name)
+        if matched >= max(1, known):
+            return True
+        if seconds_between(self._started_ns, now) < self.config.frame_listeners_wait_s:
+            return False
+        self.get_logger().warning(
+            f"taking the camera although {matched} of {known} subscribers of "
+            f"{self._publisher.topic_name} have matched (after "
+            f"{self.config.frame_listeners_wait_s:.0f} s): is the rest of the graph running?",
+            throttle_duration_sec=30.0,
+        )
+        return True
 
     def _subscribe(self, topic: str, cls: type) -> None:
         self.subscribed = (topic, cls)
