@@ -73,6 +73,7 @@ class SvlmNode(LifecycleNode):
         self._closing = False
         self._active = False
         self.backend: Any = None
+        self.compressor: Any = None  # made with the backend's tokenizer at configure
         self._worker: threading.Thread | None = None
         self._publisher: Any = None
         self._subscriptions: list[Any] = []
@@ -284,6 +285,7 @@ class SvlmNode(LifecycleNode):
             self.destroy_lifecycle_publisher(self._publisher)
             self._publisher = None
         self.backend = None
+        self.compressor = None  # it holds the tokenizer (and so the backend) through count_tokens
         self._latest_context = None
         release_memory()
 
