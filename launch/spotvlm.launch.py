@@ -40,7 +40,7 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 from spotvlm_ros import launch_args
-from spotvlm_ros.ros.spin import EXIT_STARTUP_ERROR
+from spotvlm_ros.ros.spin import EXIT_NOTHING_SCORED, EXIT_STARTUP_ERROR
 
 PACKAGE = "spotvlm_ros"
 
@@ -72,7 +72,7 @@ ARGUMENTS = {
     "autostart": ("true", "bring svlm_node to active (false: leave it unconfigured)"),
     "respawn": ("true", "restart a node that dies"),
     "respawn_delay": ("1.0", "wait this long before restarting it [s]"),
-    "params_file": ("", "a ROS parameter file applied to every node after config/<node>.yaml"),
+    "params_file": ("", "a ROS parameter file applied to every node last (it overrides all)"),
     "output": ("screen", "node output: screen, log, or own_log (a file per node)"),
     "log_level": ("info", "ROS log level of the nodes"),
 }
@@ -126,8 +126,9 @@ def graph(context: LaunchContext) -> list[Any]:
     deadline = float(values["deadline"])
 
     def node(executable: str, params: dict[str, Any], cls: type = Node, **kw: Any) -> Any:
-        files = [f"{share}/config/{executable}.yaml"]
-        files += [values["params_file"]] if values["params_file"] else []
+        # config/<node>.yaml, then the launch arguments, then params_file (it wins: the
+        # runner's --set NODE.PARAM=VALUE lands there)
+        extra = [values["params_file"]] if values["params_file"] else []
         return cls(
             package=PACKAGE,
             executable=executable,
@@ -135,7 +136,7 @@ def graph(context: LaunchContext) -> list[Any]:
             namespace=namespace,
             output=values["output"],
             emulate_tty=True,
-            parameters=[*files, params],
+            parameters=[f"{share}/config/{executable}.yaml", params, *extra],
             arguments=["--ros-args", "--log-level", values["log_level"]],
             respawn=kw.pop("respawn", respawn),
             respawn_delay=delay,
@@ -223,14 +224,7 @@ def graph(context: LaunchContext) -> list[Any]:
             respawn=False,
         )
         downstream.append(player)
-        actions.append(
-            RegisterEventHandler(
-                OnProcessExit(
-                    target_action=player,
-                    on_exit=[EmitEvent(event=Shutdown(reason="the bag has played"))],
-                )
-            )
-        )
+        actions.append(RegisterEventHandler(OnProcessExit(target_action=player, on_exit=_played)))
     actions += _lifecycle(svlm, downstream)
     return actions
 
@@ -282,9 +276,17 @@ def _fatal(event: ProcessExited, context: LaunchContext) -> None:
 
 
 def _scored(event: ProcessExited, context: LaunchContext) -> None:
-    """The evaluator exits 1 when it scored no frame: the launch must not end "fine"."""
-    if event.returncode == 1:
+    """The evaluator exits EXIT_NOTHING_SCORED when it scored no frame: the launch must not
+    end "fine" then."""
+    if event.returncode == EXIT_NOTHING_SCORED:
         raise GraphError("the evaluator scored no frame (its error is above)")
+
+
+def _played(event: ProcessExited, context: LaunchContext) -> list[Any]:
+    """The bag has played: shut down, or fail when the player could not play it."""
+    if event.returncode != 0:
+        raise GraphError(f"the bag player failed (exit {event.returncode}; its error is above)")
+    return [EmitEvent(event=Shutdown(reason="the bag has played"))]
 
 
 def _ns(namespace: str) -> str:

@@ -17,6 +17,8 @@ from spotvlm_ros.svlm.source import model_source_problem
 TRUE = ("true", "1", "yes", "on")
 FALSE = ("false", "0", "no", "off")
 TRANSPORTS = ("auto", "raw", "compressed")
+OUTPUTS = ("screen", "log", "both", "own_log", "full")
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
 
 
 class LaunchArgumentError(ValueError):
@@ -60,6 +62,19 @@ def check(values: dict[str, str]) -> None:
     number(values, "deadline", 0.01, 60.0)
     number(values, "rate", 0.05, 30.0)
     number(values, "bag_rate", 0.01, 100.0)
+    number(values, "respawn_delay", 0.0, 3600.0)
+    for name in ("cloud", "check_lvlm", "start_server", "evaluate", "autostart", "respawn"):
+        flag(values, name)
+    if values["output"] not in OUTPUTS:
+        raise LaunchArgumentError(
+            f"output:={values['output']!r} must be one of {', '.join(OUTPUTS)}"
+        )
+    if values["log_level"].lower() not in LOG_LEVELS:
+        raise LaunchArgumentError(
+            f"log_level:={values['log_level']!r} must be one of {', '.join(LOG_LEVELS)}"
+        )
+    if values["params_file"] and not Path(values["params_file"]).is_file():
+        raise LaunchArgumentError(f"params_file:={values['params_file']!r}: no such file")
     bag = values["bag"]
     if bag and not (Path(bag) / "metadata.yaml").is_file():
         raise LaunchArgumentError(
@@ -69,6 +84,7 @@ def check(values: dict[str, str]) -> None:
     if flag(values, "cloud"):
         url = check_url(values["base_url"])
         if flag(values, "start_server"):
+            number(values, "server_latency", 0.0, 3600.0)
             check_local_server(url, values["server_port"])
         elif flag(values, "check_lvlm"):
             check_reachable(url)

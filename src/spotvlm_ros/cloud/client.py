@@ -162,27 +162,26 @@ class LvlmClient:
     """Asynchronous client; use from one asyncio event loop."""
 
     def __init__(self, config: LvlmClientConfig) -> None:
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
         self.config = config
         self.vocabulary = vocabulary(config.task_vocabulary)
-        import httpx
-
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         self._secret = key
-        if config.ca_bundle:
-            if not os.path.isfile(config.ca_bundle):
-                raise ValueError(f"ca_bundle {config.ca_bundle!r}: no such file")
-            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=config.ca_bundle)
-        else:
-            verify = True  # https certificates are verified against the system's CAs
-        # The SDK insists on a key; servers without auth ignore it.
+        if config.ca_bundle and not os.path.isfile(config.ca_bundle):
+            raise ValueError(f"ca_bundle {config.ca_bundle!r}: no such file")
+        # https certificates are always verified: against ca_bundle, else the system's CA
+        # store (where update-ca-certificates puts a private CA; httpx alone would use
+        # certifi's bundle instead)
+        verify = ssl.create_default_context(cafile=config.ca_bundle or None)
+        # The SDK insists on a key; servers without auth ignore it. Its default HTTP client
+        # keeps the SDK's connection limits.
         self._client = AsyncOpenAI(
             base_url=config.base_url,
             api_key=key or "EMPTY",
             timeout=config.timeout,
             max_retries=0,
-            http_client=httpx.AsyncClient(verify=verify, timeout=config.timeout),
+            http_client=DefaultAsyncHttpxClient(verify=verify),
         )
         self._in_flight = 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -35,20 +36,26 @@ class FailureStreak:
 
 @dataclass
 class RecentValues:
-    """Values of the last ``window_s`` seconds (latencies, delays), for percentiles."""
+    """Values of the last ``window_s`` seconds (latencies, delays), for percentiles.
+
+    Safe to use from two threads: nodes add from a worker and read from a timer.
+    """
 
     window_s: float
     _items: deque[tuple[Stamp, float]] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, now: Stamp, value: float) -> None:
         """Record ``value`` at ``now``."""
-        self._items.append((now, value))
+        with self._lock:
+            self._items.append((now, value))
 
     def values(self, now: Stamp) -> list[float]:
         """The values of the window ending at ``now``, oldest first."""
-        while self._items and seconds_between(self._items[0][0], now) > self.window_s:
-            self._items.popleft()
-        return [v for _, v in self._items]
+        with self._lock:
+            while self._items and seconds_between(self._items[0][0], now) > self.window_s:
+                self._items.popleft()
+            return [v for _, v in self._items]
 
     def rate(self, now: Stamp) -> float:
         """Values per second over the window."""

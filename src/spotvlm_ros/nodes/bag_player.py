@@ -100,6 +100,7 @@ class BagPlayer(Node):
         self.published = 0
         self.finished = threading.Event()
         self.done = Future()  # run_node spins until the bag has played (exit_when_done)
+        self.exit_code = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="bag_player", daemon=True)
         self._thread.start()
@@ -155,11 +156,18 @@ class BagPlayer(Node):
             self.get_logger().info(f"nobody subscribes to {missing} (played all the same)")
 
     def _play(self) -> None:
-        self._await_subscribers()
-        while not self._stop.is_set():
-            self._play_once()
-            if not self.loop:
-                break
+        try:
+            self._await_subscribers()
+            while not self._stop.is_set():
+                self._play_once()
+                if not self.loop:
+                    break
+        except Exception as exc:  # an unreadable message: end the run, saying why
+            self.get_logger().error(f"cannot play {self.reader.path}: {exc!r}")
+            self.exit_code = 1
+            self.finished.set()
+            self.done.set_result(False)
+            return
         self.finished.set()
         self.get_logger().info(f"bag finished: {self.published} messages published")
         if self.exit_when_done and not self._stop.wait(self.linger):

@@ -120,6 +120,7 @@ class CameraIngest(Node):
         self._publisher = self.create_publisher(Frame, topics.FRAME, qos.RESULTS)
         self._diagnostics = DiagnosticsPublisher(self)
         self._admitted_recent = RecentValues(10.0)
+        self._rejected_recent = RecentValues(10.0)
         self.subscribed: tuple[str, type] | None = None
         self._started_ns = self.get_clock().now().nanoseconds
         self._last_input_ns: int | None = None
@@ -247,6 +248,7 @@ class CameraIngest(Node):
 
     def _reject(self, reason: str, detail: str) -> None:
         self.rejected[reason] += 1
+        self._rejected_recent.add(self.get_clock().now().nanoseconds, 1.0)
         self.get_logger().warning(
             f"rejected frame ({reason}): {detail} [{self.rejected[reason]} so far]",
             throttle_duration_sec=5.0,
@@ -314,9 +316,9 @@ class CameraIngest(Node):
         rate = self._admitted_recent.rate(now)
         if silent >= self.config.no_input_warning_s:
             level, message = WARN, f"no camera frame for {silent:.0f} s on {topic}"
-        elif self.rejected:
+        elif recent_rejections := len(self._rejected_recent.values(now)):
             level = WARN
-            message = f"{rate:.1f} frames/s admitted; {sum(self.rejected.values())} rejected"
+            message = f"{rate:.1f} frames/s admitted; {recent_rejections} rejected in 10 s"
         else:
             level, message = OK, f"{rate:.1f} frames/s admitted"
         values = {

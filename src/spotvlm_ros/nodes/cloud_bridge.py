@@ -215,7 +215,8 @@ class CloudBridge(Node):
         self._publish(frame, outcome)
 
     def _publish(self, frame: Frame, outcome: LvlmOutcome) -> None:
-        self.outcomes[outcome.kind.value] += 1
+        with self._policy_lock:  # the diagnostics timer reads it from the executor thread
+            self.outcomes[outcome.kind.value] += 1
         now = self.get_clock().now().nanoseconds
         if outcome.kind is not OutcomeKind.BUSY:  # refused here, not a cloud failure
             self._streak.record(now, outcome.ok)
@@ -244,8 +245,10 @@ class CloudBridge(Node):
         now = self.get_clock().now().nanoseconds
         failing = self._streak.failing_for(now)
         recent = self._latencies.values(now)
-        total = sum(self.outcomes.values())
-        failures = total - self.outcomes["ok"]
+        with self._policy_lock:
+            outcomes = Counter(self.outcomes)
+        total = sum(outcomes.values())
+        failures = total - outcomes["ok"]
         p95 = percentile(recent, 0.95) if recent else None
         if total == 0:
             level, message = OK, "no requests yet"
@@ -253,7 +256,7 @@ class CloudBridge(Node):
             level, message = WARN, f"no LVLM answer for {failing:.0f} s: {self._last_error}"
         else:
             level = OK
-            message = f"{self.outcomes['ok']} answered, {failures} failed" + (
+            message = f"{outcomes['ok']} answered, {failures} failed" + (
                 f"; p95 latency {p95:.2f} s" if p95 is not None else ""
             )
         values = {
@@ -264,7 +267,7 @@ class CloudBridge(Node):
             "in_flight": self.policy.in_flight,
             "skipped_by_policy": self.skipped,
             "last_error": self._last_error,
-            **{f"outcome_{k}": v for k, v in sorted(self.outcomes.items())},
+            **{f"outcome_{k}": v for k, v in sorted(outcomes.items())},
         }
         url = self.client_config.base_url
         self._diagnostics.publish([status("cloud_bridge: LVLM", url, level, message, values)])

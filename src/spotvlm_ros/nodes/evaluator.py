@@ -23,7 +23,7 @@ from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import stamp_of
 from spotvlm_ros.ros.params import declare
-from spotvlm_ros.ros.spin import StartupError, run_node
+from spotvlm_ros.ros.spin import EXIT_NOTHING_SCORED, StartupError, run_node
 
 
 class Evaluator(Node):
@@ -31,7 +31,7 @@ class Evaluator(Node):
 
     def __init__(self) -> None:
         super().__init__("evaluator")
-        self.exit_code = 0  # 1 when nothing was scored (see close)
+        self.exit_code = 0  # EXIT_NOTHING_SCORED when nothing was scored (see close)
         name = declare(self, "task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco")
         report_dir = declare(self, "report_dir", "", "where report.json/.md go; empty: none")
         self.note = declare(self, "report_note", "", "a line written at the top of the report")
@@ -128,7 +128,7 @@ class Evaluator(Node):
         )
         if report["frames_with_truth"] == 0 or report["final_answers"] == 0:
             # an empty report must not pass for a result
-            self.exit_code = 1
+            self.exit_code = EXIT_NOTHING_SCORED
             self.get_logger().error(
                 f"no frame was scored ({report['final_answers']} answers, "
                 f"{report['frames_with_truth']} frames with ground truth): is the camera topic "

@@ -21,6 +21,9 @@ from rclpy.task import Future
 WAKE_S = 0.2
 """The longest the executor waits before Python sees a pending signal [s]."""
 
+EXIT_NOTHING_SCORED = 4
+"""Exit status of the evaluator when it scored no frame (a crash exits 1)."""
+
 EXIT_STARTUP_ERROR = 3
 """Exit status of a node that cannot start (bad parameter, missing model): the launch file
 stops the whole graph on it instead of respawning the node into the same error."""

@@ -20,7 +20,8 @@ def model_source_problem(source: str, parameter: str = "model_path") -> str | No
     """Why ``source`` cannot be an SVLM model, or None if it can.
 
     A path that exists must be a folder with a config.json. A path that does not exist is
-    an error at once when it looks local (absolute, ``./``, ``~``, or more than one ``/``):
+    an error at once when it looks local (absolute, ``./``, ``~``, more than one ``/``, or
+    a first component that is a folder here):
     handing it to transformers would only spend half a minute in hub retries on a machine
     without network before failing. ``org/name`` is taken as a hub id unless
     HF_HUB_OFFLINE is set.
@@ -37,7 +38,8 @@ def model_source_problem(source: str, parameter: str = "model_path") -> str | No
         if not (path / "config.json").is_file():
             return f"{parameter} {source!r} has no config.json: not a model folder"
         return None
-    if not HUB_ID.match(source):
+    # org/name is a hub id, unless "org" is a folder here (build/tiny): then it is a path
+    if not HUB_ID.match(source) or Path(source.split("/")[0]).is_dir():
         return f"{parameter} {source!r} does not exist (expected a Qwen2.5-VL model folder)"
     if hub_offline():
         return (

@@ -64,6 +64,8 @@ def _describe(path: Path, topics: dict[str, str]) -> tuple[str, list[list[str]],
             bounds = rng or extra
             span = " .. ".join(_text(b.value if isinstance(b, ast.keyword) else b) for b in bounds)
             params.append([f"`{pname}`", f"`{default}`", span, desc])
+        if name == "DiagnosticsPublisher":  # ros/diagnostics.py: DiagnosticArray on it
+            io.append(["publishes", f"`{topics['DIAGNOSTICS']}`", "`DiagnosticArray`"])
         publishers = ("create_publisher", "create_lifecycle_publisher", "detection_publisher")
         if name in (*publishers, "create_subscription", "sub") and len(args) >= 2:
             # detection_publisher(node, topic, qos) makes a vision_msgs Detection2DArray one
@@ -73,6 +75,8 @@ def _describe(path: Path, topics: dict[str, str]) -> tuple[str, list[list[str]],
                 tname = topics[topic.attr]
             elif isinstance(topic, ast.Constant):
                 tname = topic.value
+            elif path.stem == "camera_ingest":  # the camera, found by its transport
+                tname, msg = "input_topic or input_topic/compressed", "Image or CompressedImage"
             else:
                 tname = f"(parameter: {ast.unparse(topic)})"
             kind = "publishes" if name in publishers else "subscribes"
