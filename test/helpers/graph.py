@@ -130,6 +130,7 @@ class Probe:
                 Image, "/spotvlm/overlay", self.overlays.append, qos.RESULTS
             )
         self.admitted: list[int] = []  # stamps of the frames camera_ingest admitted
+        self._watches_frames = admitted
         if admitted:
             from spotvlm_msgs.msg import Frame
 
@@ -180,8 +181,9 @@ class Probe:
         ``warm_up``, until the graph has answered that frame (see :meth:`wait_until_answered`;
         its answer stays in the records: tests look at the stamps they published)."""
         self.wait_for(lambda: self.camera.get_subscription_count() >= 1, timeout, "camera_ingest")
+        own = 1 if self._watches_frames else 0  # this probe's own subscription, if any
         self.wait_for(
-            lambda: self.node.count_subscribers("/spotvlm/frame") >= frame_listeners,
+            lambda: self.node.count_subscribers("/spotvlm/frame") >= frame_listeners + own,
             timeout,
             "svlm_node, cloud_bridge and context_manager on /spotvlm/frame",
         )

@@ -27,6 +27,7 @@ from test.helpers.models import tiny_model_dir  # noqa: E402
 from test.helpers.servers import free_port  # noqa: E402
 
 PORT = free_port()
+pytestmark = pytest.mark.integration  # the whole graph as processes, like test/ros
 SOURCE_SVLM, SOURCE_LVLM = 1, 2
 
 

@@ -132,8 +132,10 @@ def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) ->
         assert loaded - cleaned > 0.8 * weights, (unloaded, loaded, cleaned, weights)
 
         # it loads and answers again, and a second cleanup leaves no more behind
+        probe.wait_for(lambda: frames.get_subscription_count() == 0, 30.0, "its topic gone")
         change(probe, "configure")
         change(probe, "activate")
+        probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its topic again")
         stamp = publish_frame(probe, frames, 3)
         probe.wait_for(lambda: len(probe.svlm) == 2, 30.0, "an answer after reloading")
         assert stamp_of(probe.svlm[1].header.stamp) == stamp
