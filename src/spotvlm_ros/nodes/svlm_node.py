@@ -99,7 +99,8 @@ class SvlmNode(LifecycleNode):
             "configure and activate by itself at start-up (the launch file sets it)",
         )
         if autostart:
-            self._autostart_timer = self.create_timer(0.0, self._autostart)
+            self._started_ns = self.get_clock().now().nanoseconds
+            self._autostart_timer = self.create_timer(0.1, self._autostart)
         else:
             self.get_logger().info(
                 "svlm_node is unconfigured: `ros2 lifecycle set /svlm_node configure` loads "
@@ -107,7 +108,16 @@ class SvlmNode(LifecycleNode):
             )
 
     def _autostart(self) -> None:
-        """configure, then activate (once, right after the executor starts spinning)."""
+        """configure, then activate (once, right after the executor starts spinning).
+
+        First, for up to AUTOSTART_WAIT_S, until someone listens to this node's transition
+        events: the launch file starts the bag on the "active" event, which is volatile and
+        would be lost to a listener that has not matched yet.
+        """
+        events = f"{self.get_fully_qualified_name()}/transition_event"
+        waited = seconds_between(self._started_ns, self.get_clock().now().nanoseconds)
+        if self.count_subscribers(events) == 0 and waited < AUTOSTART_WAIT_S:
+            return
         self._autostart_timer.cancel()
         self.destroy_timer(self._autostart_timer)
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
@@ -194,9 +204,9 @@ class SvlmNode(LifecycleNode):
         from spotvlm_ros.svlm.qwen import MODEL_PARAMETER, QwenSvlm, QwenSvlmConfig, SvlmError
 
         self._read_parameters(lambda name, *_: self.get_parameter(name).value)
-        torch.set_num_threads(self.torch_threads)
         model = self._model
         try:
+            torch.set_num_threads(self.torch_threads)
             self.vocabulary = vocabulary(self.config.task_vocabulary)
             if self.config.history_form not in ("text", "chat"):
                 raise ValueError(
@@ -204,9 +214,13 @@ class SvlmNode(LifecycleNode):
                 )
             self.backend = QwenSvlm.load(QwenSvlmConfig(**self._backend_config_args))
             warm_up_s = self._warm_up()
-        except (SvlmError, ValueError, RuntimeError) as exc:
+        except (SvlmError, ValueError) as exc:
             self.backend = None
             self.get_logger().fatal(f"svlm_node cannot configure: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # rclpy would swallow it without a word: say what it was
+            self.backend = None
+            self.get_logger().fatal(f"svlm_node cannot configure: unexpected {exc!r}")
             return TransitionCallbackReturn.FAILURE
         self.compressor = ContextCompressor(
             self.config.context_budget_tokens, count_tokens=self.backend.count_tokens
@@ -473,6 +487,10 @@ class SvlmNode(LifecycleNode):
         }
         name = self.get_fully_qualified_name()
         self._diagnostics.publish([status("svlm_node: inference", name, level, message, values)])
+
+
+AUTOSTART_WAIT_S = 5.0
+"""How long autostart waits for a listener of the transition events (see _autostart)."""
 
 
 def release_memory() -> None:
