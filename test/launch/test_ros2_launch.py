@@ -131,14 +131,16 @@ def _write_bag(path: Path, topic: str, msgtype: str, images: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("topic", "msgtype"),
+    ("topic", "msgtype", "transport"),
     [
-        ("/CAM_FRONT/image_rect_compressed", "sensor_msgs/msg/CompressedImage"),
-        ("/nuscenes/CAM_FRONT/image_raw", "sensor_msgs/msg/Image"),
+        ("/CAM_FRONT/image_rect_compressed", "sensor_msgs/msg/CompressedImage", "auto"),
+        ("/nuscenes/CAM_FRONT/image_raw", "sensor_msgs/msg/Image", "auto"),
+        # a fixed transport is subscribed before the bag plays: it must still be met
+        ("/CAM_FRONT/image_rect_compressed", "sensor_msgs/msg/CompressedImage", "compressed"),
     ],
 )
 def test_bags_in_other_converters_layouts_play_by_setting_only_the_topic(
-    tmp_path: Path, probe: Probe, topic: str, msgtype: str
+    tmp_path: Path, probe: Probe, topic: str, msgtype: str, transport: str
 ) -> None:
     images = sorted(glob.glob(str(SHARED / "data" / "nuscenes_mini" / "samples" / "CAM_*/*.jpg")))
     assert len(images) >= 6, images
@@ -148,6 +150,7 @@ def test_bags_in_other_converters_layouts_play_by_setting_only_the_topic(
         f"model_path:={tiny_model_dir()}",
         "cloud:=false",
         f"camera_topic:={topic}",
+        f"transport:={transport}",
         f"bag:={bag}",
         "task:=nuscenes",
         f"params_file:={params_file(tmp_path)}",

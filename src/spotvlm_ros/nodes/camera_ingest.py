@@ -121,7 +121,7 @@ class CameraIngest(Node):
         self._diagnostics = DiagnosticsPublisher(self)
         self._admitted_recent = RecentValues(10.0)
         self._rejected_recent = RecentValues(10.0)
-        self.subscribed: tuple[str, type] | None = None
+        self.subscribed: list[tuple[str, type]] = []
         self._started_ns = self.get_clock().now().nanoseconds
         self._last_input_ns: int | None = None
         self._last_warning_ns = 0
@@ -130,7 +130,7 @@ class CameraIngest(Node):
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_timer(0.5, self._watch_input)
         self._watch_input()
-        if self.subscribed is None:
+        if not self.subscribed:
             self.get_logger().info(
                 f"waiting for a camera on {self.base_topic} (transport {self.config.transport}: "
                 f"{' or '.join(f'{t} [{c.__name__}]' for t, c in self._candidates())})"
@@ -150,18 +150,17 @@ class CameraIngest(Node):
     def _watch_input(self) -> None:
         """Subscribe once a publisher appears on an accepted topic; warn while none sends."""
         now = self.get_clock().now().nanoseconds
-        if self.subscribed is None:
+        if not self.subscribed:
             published = dict(self.get_topic_names_and_types())
             candidates = self._candidates()
-            found = next(
-                ((t, c) for t, c in candidates if _type_name(c) in published.get(t, [])), None
-            )
-            if found is None and self.config.transport != "auto":
-                # a fixed transport subscribes at once: a driver that starts later is met
-                # as by any ROS subscriber (compressed: on <base>/compressed)
-                found = candidates[-1]
-            if found is not None and self._frame_listeners_matched(now):
-                self._subscribe(*found)
+            found = [(t, c) for t, c in candidates if _type_name(c) in published.get(t, [])]
+            if not found and self.config.transport != "auto":
+                # a fixed transport subscribes at once, so that a driver that starts later
+                # is met as by any ROS subscriber: compressed on <base> and <base>/compressed
+                found = candidates
+            if found and self._frame_listeners_matched(now):
+                for topic, cls in found[:1] if self.config.transport == "auto" else found:
+                    self._subscribe(topic, cls)
         silent_since = self._last_input_ns or self._started_ns
         if seconds_between(silent_since, now) < self.config.no_input_warning_s:
             return
@@ -197,7 +196,7 @@ class CameraIngest(Node):
         return True
 
     def _subscribe(self, topic: str, cls: type) -> None:
-        self.subscribed = (topic, cls)
+        self.subscribed.append((topic, cls))
         self.create_subscription(cls, topic, self._on_image, qos.CAMERA)
         self.get_logger().info(
             f"admitting {cls.__name__} from {topic} at {self.config.rate_hz:.2f} Hz; "
@@ -227,7 +226,7 @@ class CameraIngest(Node):
     def _no_input_message(self, silent_s: float, seen: list[str]) -> str:
         """What is wrong when no frame arrives, and what to change."""
         listening = (
-            f"listening on {self.subscribed[0]} [{self.subscribed[1].__name__}]"
+            "listening on " + " and ".join(f"{t} [{c.__name__}]" for t, c in self.subscribed)
             if self.subscribed
             else f"no camera publisher on {self.base_topic} or {self.base_topic}/compressed"
         )
@@ -311,7 +310,7 @@ class CameraIngest(Node):
 
     def _publish_diagnostics(self) -> None:
         now = self.get_clock().now().nanoseconds
-        topic = self.subscribed[0] if self.subscribed else self.base_topic
+        topic = self.subscribed[0][0] if self.subscribed else self.base_topic
         silent = seconds_between(self._last_input_ns or self._started_ns, now)
         rate = self._admitted_recent.rate(now)
         if silent >= self.config.no_input_warning_s:
