@@ -49,8 +49,10 @@ class Samples:
     rss_mib: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
 
-    def slope_per_10min(self, after: float) -> float | None:
-        """Least-squares RSS slope over the samples after ``after`` s (MiB per 10 min)."""
+    def slope_per_10min(self, warm_up: float) -> float | None:
+        """Least-squares RSS slope over the samples from ``warm_up`` s after this process's
+        first sample (a respawned one loads its model again) (MiB per 10 min)."""
+        after = self.times[0] + warm_up
         points = [(t, r) for t, r in zip(self.times, self.rss_mib, strict=True) if t >= after]
         if len(points) < 6:
             return None
@@ -246,8 +248,8 @@ and respawned by the launch file. A 60-frame CamVid bag loops.
 | LVLM server restarts | {figures["server_restarts"]} |
 | node restarts | {figures["node_restarts"]} ({figures["killed"]}) |
 
-Memory per process (RSS at first and last sample; slope fitted after {WARM_UP_S:.0f} s of
-warm-up, target under 1 MiB per 10 min) and CPU share of one core:
+Memory per process (RSS at first and last sample; slope fitted from {WARM_UP_S:.0f} s after
+the process's first sample, target under 1 MiB per 10 min) and CPU share of one core:
 
 | process | sampled (s) | RSS (MiB) | slope (MiB / 10 min) | CPU |
 |---|---|---|---|---|
@@ -271,6 +273,11 @@ def main() -> int:
     figures = run(args)
     text = report(figures, args)
     print(text)
+    with open(ROOT / "log" / "soak" / "samples.csv", "w") as raw:  # for a second look
+        raw.write("name,pid,t_s,rss_mib,cpu_s\n")
+        for s in figures["series"]:
+            for t, r, c in zip(s.times, s.rss_mib, s.cpu_s, strict=True):
+                raw.write(f"{s.name},{s.pid},{t:.1f},{r:.2f},{c:.2f}\n")
     if not args.no_doc:
         update_section(ROOT / "docs" / "benchmarks.md", "soak", text)
     slopes = [
