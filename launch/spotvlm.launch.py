@@ -149,6 +149,8 @@ def graph(context: LaunchContext) -> list[Any]:
             "input_topic": values["camera_topic"],
             "transport": values["transport"],
             "rate_hz": float(values["rate"]),
+            # svlm_node, context_manager and cloud_bridge take the frames
+            "min_frame_subscribers": 2 + on("cloud"),
         },
     )
     svlm = node(

@@ -164,6 +164,7 @@ def test_every_admitted_frame_gets_one_answer_through_a_mid_run_crash(
     time.sleep(2.5)
     victim = node_processes(os.getpid(), node)
     assert len(victim) == 1, victim
+    kill_stamp = probe.node.get_clock().now().nanoseconds
     os.kill(victim[0], signal.SIGKILL)
     killed = time.monotonic()
     probe.wait_for(
@@ -171,6 +172,14 @@ def test_every_admitted_frame_gets_one_answer_through_a_mid_run_crash(
     )
     stream.join()
     admitted = set(probe.admitted) & set(stamps)
+    if node == "camera_ingest":
+        # A frame camera_ingest was sending when it was killed may have reached this probe
+        # and not context_manager: not admitted into the graph, and no transport can save
+        # it. At most that one, stamped just before the kill, may go unanswered.
+        probe.wait_for(lambda: len(admitted - set(stamps_of(probe.answers))) <= 1, 30.0, "answers")
+        unanswered = admitted - set(stamps_of(probe.answers))
+        assert all(0 <= kill_stamp - s < 1_000_000_000 for s in unanswered), unanswered
+        admitted -= unanswered
     probe.wait_for(
         lambda: admitted <= set(stamps_of(probe.answers)), 30.0, "an answer per admitted frame"
     )

@@ -51,6 +51,7 @@ class IngestConfig:
     max_age_s: float
     no_input_warning_s: float
     frame_listeners_wait_s: float
+    min_frame_subscribers: int
 
 
 class CameraIngest(Node):
@@ -97,6 +98,15 @@ class CameraIngest(Node):
                 "warn when no frame has arrived for this long [s]",
                 low=0.5,
                 high=3600.0,
+            ),
+            min_frame_subscribers=declare(
+                self,
+                "min_frame_subscribers",
+                1,
+                "take the camera once at least this many subscribers of the frames have "
+                "matched (the launch file sets the graph's count)",
+                low=0,
+                high=64,
             ),
             frame_listeners_wait_s=declare(
                 self,
@@ -183,7 +193,9 @@ class CameraIngest(Node):
         """
         matched = self._publisher.get_subscription_count()
         known = self.count_subscribers(self._publisher.topic_name)
-        if matched >= max(1, known):
+        # `known` alone is not enough right after a start: nodes not yet discovered do not
+        # count. The launch file says how many there are (min_frame_subscribers).
+        if matched >= max(self.config.min_frame_subscribers, known):
             return True
         if seconds_between(self._started_ns, now) < self.config.frame_listeners_wait_s:
             return False
