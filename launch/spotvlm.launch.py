@@ -220,7 +220,9 @@ def graph(context: LaunchContext) -> list[Any]:
                 "exit_when_done": True,
                 "linger_s": 2.0 * deadline + 1.0,
                 # every node that takes frames listens before the first one is played
-                "ready_topics": [f"{_ns(namespace)}spotvlm/frame:{2 + on('cloud')}"],
+                "ready_topics": [f"{_ns(namespace)}spotvlm/frame:{2 + on('cloud')}"]
+                # the evaluator must hear the first ground truth too
+                + ([f"{_ns(namespace)}spotvlm/ground_truth:1"] if on("evaluate") else []),
                 "ready_url": server_health,
             },
             respawn=False,

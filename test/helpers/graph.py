@@ -257,13 +257,16 @@ class Probe:
 
     def publish_at_rate(self, frames: list[np.ndarray], hz: float) -> list[int]:
         """Publish frames at ``hz``; returns their stamps."""
-        stamps = []
+        stamps: list[int] = []
         period = 1.0 / hz
-        start = time.monotonic()
-        for i, frame in enumerate(frames):
-            delay = start + i * period - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        for frame in frames:
+            # at least one period after the previous frame's stamp: camera_ingest admits
+            # frames at the task rate, and a late frame followed by an on-time one would
+            # be closer than that (throttled away) on a loaded machine
+            if stamps:
+                due = stamps[-1] + int(period * 1e9)
+                while (wait := due - self.node.get_clock().now().nanoseconds) > 0:
+                    time.sleep(wait / 1e9)
             stamps.append(self.publish_frame(frame))
         return stamps
 
