@@ -157,7 +157,7 @@ def test_live_evaluator_agrees_with_the_offline_one(tmp_path: Path) -> None:
         "truth": probe.node.create_publisher(GroundTruth, "/spotvlm/ground_truth", qos.RESULTS),
         "svlm": probe.node.create_publisher(SvlmResult, "/spotvlm/svlm_result", qos.RESULTS),
         "lvlm": probe.node.create_publisher(LvlmResult, "/spotvlm/lvlm_result", qos.RESULTS),
-        "final": probe.node.create_publisher(Answer, "/spotvlm/answer", qos.RESULTS),
+        "final": probe.node.create_publisher(Answer, "/spotvlm/answer", qos.ANSWERS),
     }
     node = subprocess.Popen(
         [

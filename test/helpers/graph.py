@@ -97,6 +97,7 @@ class Probe:
         camera: bool = True,
         detections: bool = False,
         admitted: bool = False,
+        diagnostics: bool = False,
     ) -> None:
         """``camera=False``: no camera publisher (a test that listens to another one's camera
         topic reliably would otherwise meet its own best-effort publisher: incompatible QoS)."""
@@ -118,7 +119,7 @@ class Probe:
         self.overlays: list[Any] = []
         self.answer_arrivals: dict[int, int] = {}  # frame stamp -> arrival here (ns)
         self._state_clients: dict[str, Any] = {}
-        self.node.create_subscription(Answer, "/spotvlm/answer", self._on_answer, qos.RESULTS)
+        self.node.create_subscription(Answer, "/spotvlm/answer", self._on_answer, qos.ANSWERS)
         self.node.create_subscription(
             SvlmResult, "/spotvlm/svlm_result", self.svlm.append, qos.RESULTS
         )
@@ -154,6 +155,14 @@ class Probe:
                 self.lvlm_detections.append,
                 qos.RESULTS,
             )
+        self.diagnostics: dict[str, Any] = {}  # status name -> its latest DiagnosticStatus
+        if diagnostics:
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            def on_diagnostics(array: Any) -> None:
+                self.diagnostics.update({s.name: s for s in array.status})
+
+            self.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -200,6 +209,12 @@ class Probe:
         self.wait_for(lambda: self.svlm_state() == "active", timeout, "svlm_node to be active")
         if warm_up is not None:
             self.wait_until_answered(warm_up, timeout)
+
+    def diagnostic_value(self, name: str, key: str) -> str | None:
+        """A value of the latest ``name`` status on /diagnostics (needs ``diagnostics=True``)."""
+        status = self.diagnostics.get(name)
+        values = {v.key: v.value for v in status.values} if status is not None else {}
+        return values.get(key)
 
     def svlm_state(self, node: str = "/svlm_node") -> str:
         """The lifecycle state of svlm_node (``unknown`` when it does not answer)."""

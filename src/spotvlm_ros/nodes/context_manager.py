@@ -9,10 +9,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from geometry_msgs.msg import Point
@@ -25,6 +27,7 @@ from spotvlm_msgs.msg import Answer, ContextUpdate, Frame, LvlmResult, SvlmResul
 from spotvlm_ros.core.arbiter import Arbiter, Candidate, Decision, LiveArbiter
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement, ReplacementOutcome
 from spotvlm_ros.core.health import FailureStreak
+from spotvlm_ros.core.ledger import FrameLedger, Losses, launcher_identity
 from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
 from spotvlm_ros.ros import qos, topics
@@ -105,6 +108,23 @@ class ContextManager(Node):
             low=0.0,
             high=3600.0,
         )
+        ledger_dir = declare(
+            self,
+            "ledger_dir",
+            "",
+            "where the frames pending an answer are kept for a respawned context_manager to "
+            "count as lost ('' = $ROS_HOME/spotvlm, ~/.ros/spotvlm without ROS_HOME)",
+        )
+        self._ledger = FrameLedger(
+            Path(ledger_dir) if ledger_dir else ros_home() / "spotvlm",
+            self.get_fully_qualified_name(),
+            os.environ.get("ROS_DOMAIN_ID", "0"),
+            launcher_identity(),
+        )
+        self.lost = 0
+        self._lost_at: Stamp | None = None
+        self._losses: Losses | None = None
+        self._read_ledger()
         self._streak = FailureStreak()
         self._diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -118,7 +138,7 @@ class ContextManager(Node):
         self._svlm_rois: OrderedDict[Stamp, Stamp] = OrderedDict()
         self._revision = 0
         self.answers = {s.name: 0 for s in Source}
-        self._answers = self.create_publisher(Answer, topics.ANSWER, qos.RESULTS)
+        self._answers = self.create_publisher(Answer, topics.ANSWER, qos.ANSWERS)
         self._context_pub = self.create_publisher(ContextUpdate, topics.CONTEXT, qos.LATCHED)
         self._overlay = self.create_publisher(Image, topics.OVERLAY, qos.RESULTS)
         self._markers = self.create_publisher(ImageMarker, topics.ROI_MARKERS, qos.RESULTS)
@@ -152,8 +172,52 @@ class ContextManager(Node):
     def _now(self) -> Stamp:
         return self.get_clock().now().nanoseconds
 
+    def _read_ledger(self) -> None:
+        """Count what a killed predecessor (same launcher) left unanswered."""
+        log = self.get_logger()
+        try:
+            for path in self._ledger.leftovers():
+                log.info(f"removed {path}: left by a launch that no longer runs")
+            losses = self._ledger.previous()
+            self._ledger.flush()  # a second kill before any frame must not count these twice
+        except OSError as exc:
+            log.warning(f"frame ledger {self._ledger.path} unusable ({exc}): losses at a "
+                        "restart will not be counted")
+            return
+        if losses is None:
+            return
+        self._losses = losses
+        if losses.pending:
+            self._count_lost(
+                len(losses.pending),
+                f"{len(losses.pending)} frame(s) (seq {list(losses.pending)}) were pending "
+                "an answer when the previous context_manager died: lost",
+            )
+        else:
+            log.info("restarted: the previous context_manager had no frame pending")
+
+    def _count_lost(self, n: int, why: str) -> None:
+        self.lost += n
+        self._lost_at = self._now()
+        self.get_logger().warning(why)
+
     def _on_frame(self, frame: Frame) -> None:
         stamp = stamp_of(frame.header.stamp)
+        if self._losses is not None:  # the first frame after a restart
+            gap = self._losses.gap(frame.seq)
+            self._losses = None
+            if gap is None:
+                self.get_logger().warning(
+                    f"frame numbering restarted (seq {frame.seq}): camera_ingest restarted "
+                    "too; frames admitted while context_manager was down cannot be counted"
+                )
+            elif gap:
+                self._count_lost(
+                    gap,
+                    f"{gap} frame(s) were admitted while no context_manager listened "
+                    f"(seq {frame.seq - gap}..{frame.seq - 1}): lost",
+                )
+        self._ledger.admit(stamp, frame.seq)
         self._frames[stamp] = frame
         bound(self._frames, self.config.frames_kept)
         forced = self.arbiter.register(stamp)
@@ -274,6 +338,7 @@ class ContextManager(Node):
             else:
                 answer.header.stamp = to_time(decision.stamp)
             self._answers.publish(answer)
+            self._ledger.answer(decision.stamp)
             if self._detections is not None:  # one per answer: empty when no ROI was behind it
                 self._detections.publish(detections_to_msg(answer.header, rois))
             if frame is not None and self._overlay_watched():
@@ -282,6 +347,13 @@ class ContextManager(Node):
                         self.overlays_skipped += 1
                     self._overlay_job = (frame, decision, rois, roi_stamp)
                     self._overlay_ready.notify()
+        try:
+            self._ledger.flush()
+        except OSError as exc:
+            self.get_logger().warning(
+                f"cannot write the frame ledger {self._ledger.path}: {exc}",
+                throttle_duration_sec=60.0,
+            )
 
     def _overlay_watched(self) -> bool:
         """Whether to draw: enabled, and someone (RViz, a recorder) subscribes."""
@@ -348,6 +420,9 @@ class ContextManager(Node):
                 f"every answer invalid for {failing:.0f} s: neither model answers in time "
                 f"(deadline {self.config.deadline_s} s)"
             )
+        elif self._lost_at is not None and seconds_between(self._lost_at, now) < LOST_WARN_S:
+            level = WARN
+            message = f"{self.lost} frame(s) lost when context_manager restarted"
         else:
             level, message = OK, f"answers by source {self.answers}"
         values = {
@@ -356,6 +431,7 @@ class ContextManager(Node):
             "cloud_context_age_s": age,
             "history_turns": len(self.history.turns()),
             "invalid_for_s": failing,
+            "lost_frames": self.lost,
         }
         name = self.get_fully_qualified_name()
         self._diagnostics.publish(
@@ -370,13 +446,23 @@ class ContextManager(Node):
             self._closing = True
             self._overlay_ready.notify()
         self._overlay_thread.join(timeout=5.0)
+        if not self.arbiter.pending():
+            self._ledger.remove()
         c = self.history.counters
         self.get_logger().info(
             f"answers by source {self.answers}; LVLM answers: {c.replaced} replaced, "
             f"{c.inserted} inserted, {c.stale} stale, {c.duplicate} duplicate, "
             f"{c.superseded} superseded; overlays skipped (superseded before drawn): "
-            f"{self.overlays_skipped}"
+            f"{self.overlays_skipped}; lost at restarts: {self.lost}"
         )
+
+
+LOST_WARN_S = 60.0  # diagnostics say WARN this long after frames were lost at a restart
+
+
+def ros_home() -> Path:
+    """$ROS_HOME, or ~/.ros as ROS 2 itself defaults."""
+    return Path(os.environ.get("ROS_HOME") or Path.home() / ".ros")
 
 
 def bound(items: OrderedDict[Stamp, Any], size: int) -> None:

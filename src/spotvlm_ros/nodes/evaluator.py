@@ -44,7 +44,7 @@ class Evaluator(Node):
         self.log = EvaluationLog(self.vocabulary.labels)
         self._lock = threading.Lock()
         self.create_subscription(GroundTruth, topics.GROUND_TRUTH, self._on_truth, qos.RESULTS)
-        self.create_subscription(Answer, topics.ANSWER, self._on_answer, qos.RESULTS)
+        self.create_subscription(Answer, topics.ANSWER, self._on_answer, qos.ANSWERS)
         self.create_subscription(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
         self.create_subscription(LvlmResult, topics.LVLM_RESULT, self._on_lvlm, qos.RESULTS)
         if self.report_dir is not None:
