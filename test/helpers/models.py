@@ -20,3 +20,18 @@ def tiny_model_dir() -> Path:
         if saved.get(TEST_MODEL_MARKER) and saved["text_config"]["hidden_size"] == expected:
             return TINY_MODEL_DIR
     return build_tiny_model(TINY_MODEL_DIR, seed=0)
+
+
+PUBLISHED_MODEL_DIR = ROOT / "build" / "test-models" / "published-layout-qwen2.5-vl-3b-shrunk"
+
+
+def published_model_dir() -> Path:
+    """A folder in the published Qwen2.5-VL-3B-Instruct layout (test/helpers/published.py),
+    built on first use (about 10 s)."""
+    from test.helpers.published import PUBLISHED_FILES, shrunk_config, write_published_layout
+
+    config = PUBLISHED_MODEL_DIR / "config.json"
+    complete = all((PUBLISHED_MODEL_DIR / f).is_file() for f in PUBLISHED_FILES)
+    if complete and json.loads(config.read_text()) == shrunk_config():
+        return PUBLISHED_MODEL_DIR
+    return write_published_layout(PUBLISHED_MODEL_DIR)

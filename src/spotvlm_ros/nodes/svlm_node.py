@@ -139,8 +139,21 @@ class SvlmNode(LifecycleNode):
                 "auto",
                 "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16",
             ),
-            min_pixels=d("min_pixels", 56 * 56, "smallest resized image [px]", 784, 2**31 - 1),
-            max_pixels=d("max_pixels", 448 * 448, "largest resized image [px]", 784, 2**31 - 1),
+            min_pixels=d(
+                "min_pixels",
+                0,
+                "smallest resized image [px]; 0 = the model folder's (preprocessor_config.json)",
+                0,
+                2**31 - 1,
+            ),
+            max_pixels=d(
+                "max_pixels",
+                448 * 448,
+                "largest resized image [px], the real-time budget: caps the model folder's "
+                "own limit (never raises it); 0 = the folder's",
+                0,
+                2**31 - 1,
+            ),
             max_new_tokens=d("max_new_tokens", 32, "answer length limit [tokens]", 1, 4096),
             min_focus_tokens=d(
                 "min_focus_tokens", 4, "GGVR falls back below this many tokens", 1, 100000
@@ -213,6 +226,8 @@ class SvlmNode(LifecycleNode):
                     f"history_form must be 'text' or 'chat', got {self.config.history_form!r}"
                 )
             self.backend = QwenSvlm.load(QwenSvlmConfig(**self._backend_config_args))
+            for note in self.backend.notes:
+                self.get_logger().info(note)
             warm_up_s = self._warm_up()
         except (SvlmError, ValueError) as exc:
             self.backend = None

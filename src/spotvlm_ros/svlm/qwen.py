@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from PIL import Image
 
 from spotvlm_ros.core.focus import TokenGrid, focus_token_indices, roi_token_groups
 from spotvlm_ros.core.types import Roi, Stamp
-from spotvlm_ros.svlm.prompt import DEFAULT_SYSTEM, IMAGE_PAD, build_prompt
+from spotvlm_ros.svlm.prompt import DEFAULT_SYSTEM, IMAGE_PAD, build_prompt, render_with_template
 from spotvlm_ros.svlm.source import hub_offline, model_source_problem
 from spotvlm_ros.svlm.tiny import TEST_MODEL_MARKER
 
@@ -55,6 +56,9 @@ class QwenSvlmConfig:
         device: "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:1", ...
         dtype: "auto" (bfloat16 on CUDA, float32 on CPU), "float32", "bfloat16", "float16".
         min_pixels, max_pixels: the resized image's pixel range (snapped to 28x28 cells).
+            The folder's ``preprocessor_config.json`` gives the model's own range;
+            ``max_pixels`` caps it (the real-time budget: it never raises the folder's
+            limit) and ``min_pixels`` raises its floor; 0 leaves the folder's value.
         max_new_tokens: the answer's length limit.
         system_prompt: the system turn.
         min_focus_tokens: GGVR falls back to the full image below this many kept tokens.
@@ -67,7 +71,7 @@ class QwenSvlmConfig:
     model: str
     device: str = "auto"
     dtype: str = "auto"
-    min_pixels: int = 56 * 56
+    min_pixels: int = 0
     max_pixels: int = 448 * 448
     max_new_tokens: int = 32
     system_prompt: str = DEFAULT_SYSTEM
@@ -80,10 +84,12 @@ class QwenSvlmConfig:
 
     def __post_init__(self) -> None:
         cell = 28 * 28
-        if not cell <= self.min_pixels <= self.max_pixels:
-            raise SvlmError(
-                f"need {cell} <= min_pixels <= max_pixels, got {self.min_pixels}, {self.max_pixels}"
-            )
+        for name in ("min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            if value != 0 and value < cell:
+                raise SvlmError(f"{name} must be 0 (the model folder's) or >= {cell}, got {value}")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise SvlmError(f"min_pixels {self.min_pixels} is above max_pixels {self.max_pixels}")
         if not 0.0 <= self.gtvr_alpha <= 1.0:
             raise SvlmError(f"gtvr_alpha must be in [0, 1], got {self.gtvr_alpha}")
         if self.max_new_tokens < 1 or self.min_focus_tokens < 1 or self.feature_cache_frames < 1:
@@ -180,6 +186,95 @@ def as_rgb(image: Any) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+ATTENTION = "sdpa"
+"""The attention kernel: PyTorch's scaled-dot-product attention (fused kernels on CUDA)."""
+
+TRANSFORMERS_NEEDED = (5, 0)
+"""The oldest transformers this code runs with (its Qwen2.5-VL module layout and calls)."""
+
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+
+
+def check_transformers(version: str | None = None) -> None:
+    """Refuse a transformers older than :data:`TRANSFORMERS_NEEDED`, in one clear sentence."""
+    import re
+
+    if version is None:
+        import transformers
+
+        version = transformers.__version__
+    match = re.match(r"(\d+)\.(\d+)", version)
+    found = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if found < TRANSFORMERS_NEEDED:
+        need = ".".join(map(str, TRANSFORMERS_NEEDED))
+        raise SvlmError(
+            f"transformers {version} is installed; spotvlm_ros needs transformers >= {need} "
+            f"(pip install 'transformers>={need},<6')"
+        )
+
+
+def _check_weights(where: str, info: dict[str, Any], notes: list[str]) -> None:
+    """A checkpoint that leaves weights uninitialised is refused: it would answer noise."""
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith("lm_head."))
+    mismatched = list(info.get("mismatched_keys", ()))
+    if missing or mismatched:
+        shown = ", ".join(missing[:3] + [str(m) for m in mismatched[:3]])
+        raise SvlmError(
+            f"{where}: {len(missing)} weight(s) of Qwen2.5-VL missing and {len(mismatched)} of "
+            f"the wrong shape in its checkpoint (e.g. {shown}): not a complete Qwen2.5-VL "
+            "checkpoint, or one for another architecture"
+        )
+    unexpected = list(info.get("unexpected_keys", ()))
+    if unexpected:
+        notes.append(f"{len(unexpected)} checkpoint tensor(s) not used, e.g. {unexpected[:3]}")
+
+
+def _image_settings(processor: Any, model_config: Any, config: QwenSvlmConfig) -> str:
+    """Apply the pixel range (the folder's, capped by ``config``) and check that the
+    processor's geometry is the vision encoder's; returns what was set, for the log."""
+    vision = model_config.vision_config
+    patch, merge = int(processor.patch_size), int(processor.merge_size)
+    if (patch, merge) != (int(vision.patch_size), int(vision.spatial_merge_size)):
+        raise SvlmError(
+            f"preprocessor_config.json says patch {patch}, merge {merge}; config.json's vision "
+            f"encoder has patch {vision.patch_size}, merge {vision.spatial_merge_size}: the "
+            "folder mixes files of different models"
+        )
+    size = dict(getattr(processor, "size", None) or {})
+    folder_min = int(size.get("shortest_edge") or 56 * 56)
+    folder_max = int(size.get("longest_edge") or 28 * 28 * 1280)
+    low = config.min_pixels or folder_min
+    high = min(config.max_pixels, folder_max) if config.max_pixels else folder_max
+    if low > high:
+        raise SvlmError(f"min_pixels {low} is above the effective max_pixels {high}")
+    processor.size = {"shortest_edge": low, "longest_edge": high}
+    return (
+        f"image {low}..{high} px (the folder's {folder_min}..{folder_max}"
+        + (f", capped by max_pixels {config.max_pixels}" if high < folder_max else "")
+        + f"), patch {patch}, merge {merge}, mean {list(processor.image_mean)}"
+    )
+
+
+def _generation_config(folder: Path, config: QwenSvlmConfig, notes: list[str]) -> list[int]:
+    """The folder's end-of-answer token ids; its sampling settings are named as unused."""
+    path = folder / "generation_config.json"
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise SvlmError(f"{path} is not valid JSON: {exc}") from exc
+    eos = data.get("eos_token_id", [])
+    stop_ids = [int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None]
+    sampling = {k: data[k] for k in SAMPLING_KEYS if k in data}
+    if sampling:
+        notes.append(
+            f"generation_config.json asks for {sampling}: not used, decoding is greedy up to "
+            f"max_new_tokens {config.max_new_tokens} (svlm_node's parameters)"
+        )
+    return stop_ids
+
+
 class QwenSvlm:
     """Qwen2.5-VL inference with GGVR token pruning and GTVR token reweighting."""
 
@@ -190,7 +285,14 @@ class QwenSvlm:
         image_processor: Any,
         config: QwenSvlmConfig,
         is_test_model: bool,
+        *,
+        use_chat_template: bool = False,
+        stop_ids: Sequence[int] = (),
+        notes: Sequence[str] = (),
     ) -> None:
+        """``use_chat_template``: render prompts with the tokenizer's own template (a model
+        folder's); ``stop_ids``: more tokens that end an answer (the folder's eos ids);
+        ``notes``: what loading found worth saying (the node logs them)."""
         self.model = model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -203,18 +305,29 @@ class QwenSvlm:
             i
             for i in (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>"))
             if isinstance(i, int) and i >= 0
-        }
+        } | {int(i) for i in stop_ids}
+        self.use_chat_template = use_chat_template
+        self.notes = list(notes)
 
     # --- loading ------------------------------------------------------------------------
 
     @classmethod
     def load(cls, config: QwenSvlmConfig) -> QwenSvlm:
-        """Load model, tokenizer and image processor named by ``config.model``."""
+        """Load model, tokenizer and image processor named by ``config.model``.
+
+        Everything the folder says about the model is read from it: the weights (published
+        transformers 4.x names or current ones; a weight missing is an error, never a silent
+        random initialisation), the image processor's patch and merge sizes, normalisation
+        and pixel range (capped by ``config.max_pixels``), the chat template, and the end
+        of answer tokens. Its ``generation_config.json`` sampling settings are not used:
+        decoding is greedy and ``max_new_tokens`` long, as configured here (said in notes).
+        """
         from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
             Qwen2VLImageProcessorPil,
         )
 
+        check_transformers()
         device = _resolve_device(config.device)
         dtype = _resolve_dtype(config.dtype, device)
         source = config.model
@@ -225,8 +338,13 @@ class QwenSvlm:
         where = str(local) if local.exists() else source
         offline = config.local_files_only or hub_offline()
         try:
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-                where, dtype=dtype, trust_remote_code=False, local_files_only=offline
+            model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+                where,
+                dtype=dtype,
+                trust_remote_code=False,
+                local_files_only=offline,
+                attn_implementation=ATTENTION,
+                output_loading_info=True,
             )
             tokenizer = AutoTokenizer.from_pretrained(
                 where, trust_remote_code=False, local_files_only=offline
@@ -243,10 +361,21 @@ class QwenSvlm:
                 "model). Download the weights where the hub is reachable and set "
                 f"`{MODEL_PARAMETER}` to the folder. ({type(exc).__name__}: {exc})"
             ) from exc
-        image_processor.size = {
-            "shortest_edge": config.min_pixels,
-            "longest_edge": config.max_pixels,
-        }
+        notes = [
+            f"{where}: {device.type} {str(dtype).removeprefix('torch.')}, attention {ATTENTION}"
+        ]
+        _check_weights(where, info, notes)
+        notes.append(_image_settings(image_processor, model.config, config))
+        use_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_template:
+            try:
+                render_with_template(tokenizer, "?", image_tokens=1)
+            except Exception as exc:  # a template that cannot render one image and a question
+                raise SvlmError(f"{where}: its chat template cannot be used: {exc}") from exc
+            notes.append("chat template: the folder's own")
+        else:
+            notes.append("chat template: none in the folder, Qwen2.5-VL's format")
+        stop_ids = _generation_config(local, config, notes) if local.exists() else []
         model.to(device).eval()
         config_file = local / "config.json"
         is_test = config_file.is_file() and bool(
@@ -259,7 +388,16 @@ class QwenSvlm:
                 source,
                 MODEL_PARAMETER,
             )
-        return cls(model, tokenizer, image_processor, config, is_test)
+        return cls(
+            model,
+            tokenizer,
+            image_processor,
+            config,
+            is_test,
+            use_chat_template=use_template,
+            stop_ids=stop_ids,
+            notes=notes,
+        )
 
     def count_tokens(self, text: str) -> int:
         """How many of this model's tokens ``text`` takes in the prompt."""
@@ -298,13 +436,21 @@ class QwenSvlm:
         rgb = as_rgb(image)
         pixel_values, grid_thw, grid = self._pixels(rgb)
         n_visual = grid.size
-        prompt = build_prompt(
-            question,
-            image_tokens=n_visual,
-            context_text=context_text,
-            history=history,
-            system=self.config.system_prompt,
+        render = (
+            partial(render_with_template, self.tokenizer)
+            if self.use_chat_template
+            else build_prompt
         )
+        try:
+            prompt = render(
+                question,
+                image_tokens=n_visual,
+                context_text=context_text,
+                history=history,
+                system=self.config.system_prompt,
+            )
+        except ValueError as exc:
+            raise SvlmError(str(exc)) from exc
         input_ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"].to(self.device)
         is_image = input_ids[0] == self.image_token_id  # (L,)
         if int(is_image.sum()) != n_visual:
