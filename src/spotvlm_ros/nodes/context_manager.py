@@ -181,8 +181,10 @@ class ContextManager(Node):
             losses = self._ledger.previous()
             self._ledger.flush()  # a second kill before any frame must not count these twice
         except OSError as exc:
-            log.warning(f"frame ledger {self._ledger.path} unusable ({exc}): losses at a "
-                        "restart will not be counted")
+            log.warning(
+                f"frame ledger {self._ledger.path} unusable ({exc}): losses at a "
+                "restart will not be counted"
+            )
             return
         if losses is None:
             return
