@@ -1,8 +1,8 @@
 """The client against replies in the exact shapes vLLM, SGLang and Ollama return.
 
-The fixtures were written from the servers' documented OpenAI-compatible formats; a real
-HTTP server on loopback serves them, so the client's whole path (openai SDK, HTTP, parsing)
-is exercised.
+The fixtures follow the servers' own response models (fixtures/README.md names the file and
+commit each shape was read from); a real HTTP server on loopback serves them, so the
+client's whole path (openai SDK, HTTP, parsing) is exercised.
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ FRAME = np.zeros((720, 1280, 3), np.uint8)  # sent as 1288x728 (multiples of 28)
 
 class _Canned(BaseHTTPRequestHandler):
     reply: ClassVar[tuple[int, bytes]] = (200, b"{}")
+    queued: ClassVar[list[tuple[int, bytes]]] = []  # replies served first, in order
     requests: ClassVar[list[dict[str, object]]] = []
 
     def do_POST(self) -> None:
         length = int(self.headers.get("content-length", 0))
         type(self).requests.append(json.loads(self.rfile.read(length)))
-        status, body = type(self).reply
+        status, body = type(self).queued.pop(0) if type(self).queued else type(self).reply
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -45,7 +46,7 @@ class _Canned(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def canned() -> Iterator[tuple[str, type[_Canned]]]:
-    handler = type("Handler", (_Canned,), {"requests": []})
+    handler = type("Handler", (_Canned,), {"requests": [], "queued": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -108,6 +109,7 @@ def test_ollama_truncated_reply_keeps_the_complete_box(canned: tuple[str, type[_
     out = ask(url)
     assert out.kind is OutcomeKind.OK
     assert out.model == "qwen2.5vl:72b"
+    assert out.truncated  # Ollama's finish_reason "length"
     assert [r.label for r in out.rois] == ["bus"]
     assert any("recovered 1" in p for p in out.problems)
 
@@ -118,13 +120,101 @@ def test_empty_content_is_unparsable(canned: tuple[str, type[_Canned]]) -> None:
     assert ask(url).kind is OutcomeKind.UNPARSABLE
 
 
-def test_vllm_error_body_is_a_rejection(canned: tuple[str, type[_Canned]]) -> None:
+@pytest.mark.parametrize(
+    ("name", "status", "kind", "says"),
+    [
+        ("vllm_error_400_context.json", 400, OutcomeKind.REJECTED, "maximum context length"),
+        ("vllm_0_10_error_400_flat.json", 400, OutcomeKind.REJECTED, "maximum context length"),
+        ("sglang_error_400_flat.json", 400, OutcomeKind.REJECTED, "schema_ is required"),
+        ("vllm_error_404_model.json", 404, OutcomeKind.HTTP_ERROR, "The model `m` does not exist"),
+        ("ollama_error_404_model.json", 404, OutcomeKind.HTTP_ERROR, "model 'qwen9:99b' not found"),
+    ],
+)
+def test_each_servers_error_body_is_a_typed_outcome_with_its_message(
+    canned: tuple[str, type[_Canned]], name: str, status: int, kind: OutcomeKind, says: str
+) -> None:
+    """vLLM >= 0.10.1 and Ollama nest the error under "error"; vLLM <= 0.10.0 and SGLang
+    send it flat with "object": "error": the server's message reaches the outcome either way."""
     url, handler = canned
-    serve(handler, "vllm_error_400.json", status=400)
+    serve(handler, name, status=status)
     out = ask(url)
-    assert out.kind is OutcomeKind.REJECTED
-    assert out.http_status == 400
-    assert "maximum context length" in out.error
+    assert out.kind is kind
+    assert out.http_status == status
+    assert says in out.error
+
+
+def test_ollama_fenced_reply(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    serve(handler, "ollama_openai_fenced.json")
+    out = ask(url)
+    assert out.kind is OutcomeKind.OK and not out.truncated
+    assert out.model == "qwen2.5vl:7b"
+    assert [r.label for r in out.rois] == ["car", "car", "pedestrian"]
+
+
+def test_reasoning_beside_the_content_is_not_the_answer(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    serve(handler, "vllm_qwen25vl_reasoning.json")
+    out = ask(url)
+    assert out.kind is OutcomeKind.OK
+    assert out.answer == "There are two cars and a pedestrian."
+    assert len(out.rois) == 3
+
+
+def test_a_reply_that_is_all_reasoning_says_so(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    serve(handler, "vllm_reasoning_only.json")
+    out = ask(url)
+    assert out.kind is OutcomeKind.UNPARSABLE
+    assert "only reasoning" in out.error and "token limit" in out.error
+
+
+def test_a_reply_cut_by_the_token_limit_is_reported_as_cut(
+    canned: tuple[str, type[_Canned]],
+) -> None:
+    url, handler = canned
+    serve(handler, "vllm_qwen25vl_length_cut.json")
+    out = ask(url, max_tokens=64)
+    assert out.kind is OutcomeKind.OK and out.truncated
+    assert [r.label for r in out.rois] == ["bus"]  # the complete box, the cut one dropped
+    assert "token limit (max_tokens 64) cut the reply" in out.problems[0]
+
+
+def test_structured_output_asks_with_a_json_schema_and_reads_the_bare_object(
+    canned: tuple[str, type[_Canned]],
+) -> None:
+    url, handler = canned
+    serve(handler, "vllm_response_format_json.json")
+    out = ask(url, structured_output=True)
+    assert out.kind is OutcomeKind.OK
+    assert out.answer == "A bus and a car."
+    assert [r.label for r in out.rois] == ["bus", "car"]
+    request = handler.requests[0]
+    spec = request["response_format"]  # type: ignore[index]
+    assert spec["type"] == "json_schema" and spec["json_schema"]["name"]  # vLLM needs a name
+    assert spec["json_schema"]["schema"]["required"] == ["answer", "objects"]
+
+
+def test_a_server_that_refuses_response_format_is_asked_plainly_from_then_on(
+    canned: tuple[str, type[_Canned]],
+) -> None:
+    url, handler = canned
+    handler.queued = [(400, (FIXTURES / "vllm_error_400_response_format.json").read_bytes())]
+    serve(handler, "vllm_qwen25vl_fenced.json")
+
+    async def run() -> tuple[object, object, LvlmClient]:
+        config = LvlmClientConfig(base_url=url, model="m", structured_output=True)
+        client = LvlmClient(config)
+        try:
+            return await client.ask(FRAME, "q"), await client.ask(FRAME, "q"), client
+        finally:
+            await client.close()
+
+    first, second, client = asyncio.run(run())
+    assert first.kind is OutcomeKind.OK and second.kind is OutcomeKind.OK  # type: ignore[attr-defined]
+    assert "response_format" in client.structured_refused
+    sent = ["response_format" in r for r in handler.requests]
+    assert sent == [True, False, False]  # refused once, the frame asked again, then plainly
 
 
 def test_relative_coordinates_option(canned: tuple[str, type[_Canned]]) -> None:
@@ -201,7 +291,7 @@ def https_canned(tmp_path: Path) -> Iterator[tuple[str, Path, type[_Canned]]]:
         check=True,
         capture_output=True,
     )
-    handler = type("Handler", (_Canned,), {"requests": []})
+    handler = type("Handler", (_Canned,), {"requests": [], "queued": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

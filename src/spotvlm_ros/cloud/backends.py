@@ -30,13 +30,33 @@ class BackendError(Exception):
     """The backend could not be created or could not answer."""
 
 
+class UnsupportedRequestError(BackendError):
+    """The request asks for something this backend cannot do (answered with HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A backend's reply: its text, why it ended, and its length in tokens if known."""
+
+    text: str
+    finish_reason: str = "stop"  # "stop", or "length" when the token limit cut it
+    completion_tokens: int | None = None
+
+
 class Backend(Protocol):
-    """Answers one chat turn about one RGB image with the reply text."""
+    """Answers one chat turn about one RGB image."""
 
     name: str
 
     def answer(self, image: np.ndarray, prompt: str) -> str:
-        """The reply to ``prompt`` about ``image`` (H x W x 3 RGB uint8)."""
+        """The reply text to ``prompt`` about ``image`` (H x W x 3 RGB uint8)."""
+        ...
+
+    def reply(
+        self, image: np.ndarray, prompt: str, *, max_tokens: int | None, structured: bool
+    ) -> Reply:
+        """The reply within ``max_tokens``; ``structured``: a JSON object following
+        ``spotvlm_ros.cloud.client.RESPONSE_SCHEMA`` (or UnsupportedRequestError)."""
         ...
 
 
@@ -129,7 +149,23 @@ class DetectorBackend:
 
     def answer(self, image: np.ndarray, prompt: str) -> str:
         """A Qwen-style grounding reply: a sentence, then the boxes as fenced JSON."""
-        del prompt  # a detector answers one question: which objects are there
+        return self.reply(image, prompt, max_tokens=None, structured=False).text
+
+    def reply(
+        self, image: np.ndarray, prompt: str, *, max_tokens: int | None, structured: bool
+    ) -> Reply:
+        """The grounding reply; ``structured``: the JSON object of RESPONSE_SCHEMA, bare (as
+        a server with constrained decoding returns it). A detector's reply is short: the
+        token limit does not apply to it."""
+        del prompt, max_tokens  # a detector answers one question: which objects are there
+        sentence, objects = self._describe(image)
+        if structured:
+            text = json.dumps({"answer": sentence, "objects": objects})
+        else:
+            text = f"{sentence}\n```json\n{json.dumps(objects)}\n```"
+        return Reply(text, "stop", len(text.split()))
+
+    def _describe(self, image: np.ndarray) -> tuple[str, list[dict[str, object]]]:
         objects = []
         counts: dict[str, int] = {}
         for det in self.detect(image):
@@ -141,7 +177,7 @@ class DetectorBackend:
             box = [round(det.x1), round(det.y1), round(det.x2), round(det.y2)]
             objects.append({"bbox_2d": box, "label": label, "score": round(det.score, 3)})
         if not counts:
-            return "I cannot see any of the listed objects.\n```json\n[]\n```"
+            return "I cannot see any of the listed objects.", []
         parts = [
             f"{n} {label.replace('_', ' ')}{'s' if n > 1 else ''}"
             for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -151,7 +187,7 @@ class DetectorBackend:
             + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0])
             + "."
         )
-        return f"{sentence}\n```json\n{json.dumps(objects)}\n```"
+        return sentence, objects
 
 
 class QwenBackend:
@@ -172,9 +208,26 @@ class QwenBackend:
         except SvlmError as exc:
             raise BackendError(str(exc)) from exc
         self.name = f"qwen:{Path(model_path).name or model_path}"
+        self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
 
     def answer(self, image: np.ndarray, prompt: str) -> str:
         """The model's reply (expected to hold bbox_2d JSON when asked for it)."""
+        return self.reply(image, prompt, max_tokens=None, structured=False).text
+
+    def reply(
+        self, image: np.ndarray, prompt: str, *, max_tokens: int | None, structured: bool
+    ) -> Reply:
+        """Greedy decoding up to ``max_tokens`` (at most the server's --max-new-tokens);
+        finish_reason "length" when the limit cut the reply. Constrained decoding to a JSON
+        schema is not implemented here: ``structured`` is refused, as a server without a
+        grammar backend refuses it."""
+        if structured:
+            raise UnsupportedRequestError(
+                "response_format json_schema/json_object: the qwen backend of this server "
+                "has no constrained decoding; ask without response_format"
+            )
+        limit = min(max_tokens or self.max_new_tokens, self.max_new_tokens)
         with self._lock:
-            return self.svlm.infer(image, prompt).answer
+            out = self.svlm.infer(image, prompt, max_new_tokens=limit)
+        return Reply(out.answer, "stop" if out.stopped else "length", out.generated_tokens)

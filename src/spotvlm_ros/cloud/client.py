@@ -32,6 +32,45 @@ DEFAULT_PROMPT = (
     "pixels of this image."
 )
 
+STRUCTURED_PROMPT = (
+    "{question}\n"
+    "Reply with JSON: `answer`, one short sentence; `objects`, every object you mention, "
+    'each {{"bbox_2d": [x1, y1, x2, y2], "label": "<category>"}} with coordinates in pixels '
+    "of this image."
+)
+"""The prompt when the JSON is asked for through ``response_format`` (the schema shapes it)."""
+
+RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string"},
+        "objects": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "bbox_2d": {
+                        "type": "array",
+                        "items": {"type": "integer"},
+                        "minItems": 4,
+                        "maxItems": 4,
+                    },
+                    "label": {"type": "string"},
+                },
+                "required": ["bbox_2d", "label"],
+            },
+        },
+    },
+    "required": ["answer", "objects"],
+}
+"""A grounding reply as asked for through ``response_format``: the answer sentence and the
+objects in Qwen's ``bbox_2d`` form (pixels of the image sent)."""
+
+RESPONSE_FORMAT: dict[str, Any] = {
+    "type": "json_schema",
+    "json_schema": {"name": "spotvlm_grounding", "schema": RESPONSE_SCHEMA, "strict": True},
+}
+
 
 class OutcomeKind(enum.Enum):
     """How a request ended."""
@@ -64,7 +103,10 @@ class LvlmClientConfig:
         ca_bundle: a PEM file of CA certificates to verify an https server with (empty:
             the system's); certificates are always verified.
         prompt: the grounding prompt; ``{question}`` is replaced by the question.
-        max_tokens: the reply's length limit.
+        max_tokens: the reply's length limit (a reply it cuts is reported as truncated).
+        structured_output: ask for the ROI JSON through ``response_format`` with a JSON
+            schema (vLLM, SGLang: parseable by construction); a server that refuses it
+            (HTTP 400) is asked with plain prompting from then on.
     """
 
     base_url: str = "http://127.0.0.1:8000/v1"
@@ -79,6 +121,7 @@ class LvlmClientConfig:
     ca_bundle: str = ""
     prompt: str = DEFAULT_PROMPT
     max_tokens: int = 512
+    structured_output: bool = False
 
     def __post_init__(self) -> None:
         if self.timeout <= 0 or self.max_in_flight < 1:
@@ -104,6 +147,7 @@ class LvlmOutcome:
     error: str = ""
     http_status: int | None = None
     problems: tuple[str, ...] = field(default=())
+    truncated: bool = False  # the server's token limit cut the reply (finish_reason length)
 
     @property
     def ok(self) -> bool:
@@ -153,6 +197,23 @@ def interpret_reply(
     return parsed.answer, labels, tuple(rois), parsed.problems
 
 
+def _extra(message: Any, name: str) -> Any:
+    """A field of a reply message that the openai SDK does not model (kept as an extra)."""
+    if message is None:
+        return None
+    value = getattr(message, name, None)
+    if value is None:
+        extras = getattr(message, "model_extra", None) or {}
+        value = extras.get(name)
+    return value
+
+
+def _is_bad_request(exc: Exception) -> bool:
+    import openai
+
+    return isinstance(exc, openai.APIStatusError) and exc.status_code == 400
+
+
 def redact(text: str, secret: str) -> str:
     """``text`` with every occurrence of ``secret`` (an API key) replaced by ``***``."""
     return text.replace(secret, "***") if secret else text
@@ -184,6 +245,7 @@ class LvlmClient:
             http_client=DefaultAsyncHttpxClient(verify=verify),
         )
         self._in_flight = 0
+        self.structured_refused = ""  # why the server refused response_format, once it did
 
     @property
     def in_flight(self) -> int:
@@ -204,40 +266,63 @@ class LvlmClient:
             return LvlmOutcome(OutcomeKind.BAD_INPUT, 0.0, error=f"cannot encode frame: {exc}")
         self._in_flight += 1
         start = time.perf_counter()
+        frame = (image.shape[1], image.shape[0])
         try:
-            reply = await self._client.chat.completions.create(
-                model=self.config.model,
-                messages=[
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "image_url", "image_url": {"url": url}},
-                            {"type": "text", "text": self.config.prompt.format(question=question)},
-                        ],
-                    }
-                ],
-                max_tokens=self.config.max_tokens,
-                temperature=0.0,
-            )
-            latency = time.perf_counter() - start
-            return self._outcome(reply, latency, (image.shape[1], image.shape[0]), sent)
+            structured = self.config.structured_output and not self.structured_refused
+            try:
+                reply = await self._request(url, question, structured)
+            except Exception as exc:
+                if not (structured and _is_bad_request(exc)):
+                    raise
+                # a server without constrained decoding: ask again, plainly; if that works,
+                # the refusal was response_format's, and plain prompting is used from now on
+                reply = await self._request(url, question, False)
+                self.structured_refused = redact(f"{type(exc).__name__}: {exc}", self._secret)[:300]
+            return self._outcome(reply, time.perf_counter() - start, frame, sent)
         except Exception as exc:  # every failure becomes a typed outcome
             return self._failure(exc, time.perf_counter() - start)
         finally:
             self._in_flight -= 1
+
+    async def _request(self, url: str, question: str, structured: bool) -> Any:
+        prompt = STRUCTURED_PROMPT if structured else self.config.prompt
+        extra: dict[str, Any] = {"response_format": RESPONSE_FORMAT} if structured else {}
+        return await self._client.chat.completions.create(
+            model=self.config.model,
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": url}},
+                        {"type": "text", "text": prompt.format(question=question)},
+                    ],
+                }
+            ],
+            max_tokens=self.config.max_tokens,
+            temperature=0.0,
+            **extra,
+        )
 
     def _outcome(
         self, reply: Any, latency: float, frame: tuple[int, int], sent: tuple[int, int]
     ) -> LvlmOutcome:
         model = str(getattr(reply, "model", "") or "")
         choices = getattr(reply, "choices", None) or []
-        content = (
-            getattr(getattr(choices[0], "message", None), "content", None) if choices else None
-        )
+        message = getattr(choices[0], "message", None) if choices else None
+        content = getattr(message, "content", None)
+        # vLLM >= 0.11 and Ollama say "reasoning", SGLang and older vLLM "reasoning_content"
+        reasoning = _extra(message, "reasoning") or _extra(message, "reasoning_content")
+        cut = choices and getattr(choices[0], "finish_reason", None) == "length"
+        limit = f"the server's token limit (max_tokens {self.config.max_tokens}) cut the reply"
         if not isinstance(content, str) or not content.strip():
-            return LvlmOutcome(
-                OutcomeKind.UNPARSABLE, latency, model=model, error="the reply has no text content"
-            )
+            if isinstance(reasoning, str) and reasoning.strip():
+                error = (
+                    f"the reply holds only reasoning ({len(reasoning)} characters) and no "
+                    "content" + (f": {limit} before the answer" if cut else "")
+                )
+            else:
+                error = limit + " before any text" if cut else "the reply has no text content"
+            return LvlmOutcome(OutcomeKind.UNPARSABLE, latency, model=model, error=error)
         answer, labels, rois, problems = interpret_reply(
             content,
             self.vocabulary,
@@ -245,6 +330,8 @@ class LvlmClient:
             model_size=sent,
             coordinates=self.config.coordinates,
         )
+        if cut:
+            problems = (f"{limit} (finish_reason length)", *problems)
         if not answer and not rois:
             return LvlmOutcome(
                 OutcomeKind.UNPARSABLE,
@@ -252,8 +339,18 @@ class LvlmClient:
                 model=model,
                 error="no answer text and no valid ROIs in the reply: " + "; ".join(problems)[:300],
                 problems=problems,
+                truncated=bool(cut),
             )
-        return LvlmOutcome(OutcomeKind.OK, latency, answer, labels, rois, model, problems=problems)
+        return LvlmOutcome(
+            OutcomeKind.OK,
+            latency,
+            answer,
+            labels,
+            rois,
+            model,
+            problems=problems,
+            truncated=bool(cut),
+        )
 
     def _failure(self, exc: Exception, latency: float) -> LvlmOutcome:
         import openai

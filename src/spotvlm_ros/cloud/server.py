@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from spotvlm_ros.cloud.backends import DEFAULT_DETECTOR, Backend, BackendError
+from spotvlm_ros.cloud.backends import (
+    DEFAULT_DETECTOR,
+    Backend,
+    BackendError,
+    UnsupportedRequestError,
+)
 from spotvlm_ros.cloud.faults import (
     Fault,
     FaultConfig,
@@ -95,6 +101,48 @@ class ChatRequest:
     model: str
     prompt: str
     image: np.ndarray
+    max_tokens: int | None = None
+    structured: bool = False  # response_format json_schema or json_object
+
+
+def _response_format(payload: dict[str, Any]) -> bool:
+    """Whether the request asks for JSON through ``response_format`` (checked as vLLM
+    checks it: a json_schema needs its object with a ``name``)."""
+    spec = payload.get("response_format")
+    if spec is None:
+        return False
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind == "text":
+        return False
+    if kind == "json_object":
+        return True
+    if kind == "json_schema":
+        schema = spec.get("json_schema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("name"), str):
+            raise ApiError(
+                400,
+                "response_format json_schema needs a json_schema object with a 'name'",
+                kind="BadRequestError",
+                param="response_format",
+            )
+        return True
+    raise ApiError(
+        400,
+        f"response_format type must be text, json_object or json_schema, got {kind!r}",
+        kind="BadRequestError",
+        param="response_format",
+    )
+
+
+def _max_tokens(payload: dict[str, Any]) -> int | None:
+    value = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ApiError(
+            400, f"max_tokens must be a positive integer, got {value!r}", param="max_tokens"
+        )
+    return value
 
 
 def _parse_request(payload: Any, config: ServerConfig) -> ChatRequest:
@@ -150,7 +198,13 @@ def _parse_request(payload: Any, config: ServerConfig) -> ChatRequest:
             f"{len(images)} images in the request; this server accepts {config.max_images}",
             code="too_many_images",
         )
-    return ChatRequest(model, "\n".join(texts), _decode_image_url(images[0], config))
+    return ChatRequest(
+        model,
+        "\n".join(texts),
+        _decode_image_url(images[0], config),
+        _max_tokens(payload),
+        _response_format(payload),
+    )
 
 
 def _decode_image_url(url: str, config: ServerConfig) -> np.ndarray:
@@ -264,7 +318,21 @@ def create_app(config: ServerConfig, backend: Backend) -> FastAPI:
             if fault is Fault.HANG:
                 await asyncio.sleep(config.hang_seconds)
                 raise ApiError(504, "injected hang", kind="server_error")
-            reply = await asyncio.to_thread(backend.answer, chat_request.image, chat_request.prompt)
+            try:
+                made = await asyncio.to_thread(
+                    partial(
+                        backend.reply,
+                        chat_request.image,
+                        chat_request.prompt,
+                        max_tokens=chat_request.max_tokens,
+                        structured=chat_request.structured,
+                    )
+                )
+            except UnsupportedRequestError as exc:
+                raise ApiError(
+                    400, str(exc), kind="BadRequestError", param="response_format"
+                ) from None
+            reply, finish = made.text, made.finish_reason
             await asyncio.sleep(max(0.0, latency - (time.perf_counter() - arrived)))
             if fault is Fault.ERROR:
                 raise ApiError(500, "injected server error", kind="server_error")
@@ -283,13 +351,13 @@ def create_app(config: ServerConfig, backend: Backend) -> FastAPI:
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": reply},
-                            "finish_reason": "stop",
+                            "finish_reason": finish,
                         }
                     ],
                     "usage": {
                         "prompt_tokens": 0,
-                        "completion_tokens": len(reply.split()),
-                        "total_tokens": len(reply.split()),
+                        "completion_tokens": made.completion_tokens or len(reply.split()),
+                        "total_tokens": made.completion_tokens or len(reply.split()),
                     },
                 }
             )
@@ -318,7 +386,7 @@ def build_backend(args: argparse.Namespace) -> Backend:
         )
     if not args.qwen_model:
         raise BackendError("--backend qwen needs --qwen-model FOLDER")
-    return QwenBackend(args.qwen_model)
+    return QwenBackend(args.qwen_model, max_new_tokens=args.max_new_tokens)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -338,6 +406,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--vocabulary", default="bdd100k", help="task vocabulary of the answers")
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.add_argument("--qwen-model", default="", help="Qwen2.5-VL folder for --backend qwen")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=256,
+        help="--backend qwen: the longest reply; a request's max_tokens may ask for fewer",
+    )
     p.add_argument("--latency-model", choices=[m.value for m in LatencyModel], default="fixed")
     p.add_argument("--latency", type=float, default=0.0, help="s; fixed value or log-normal median")
     p.add_argument("--latency-min", type=float, default=0.0)

@@ -104,6 +104,21 @@ class CloudBridge(Node):
                     "PEM file of CA certificates for an https LVLM (empty: the system's); "
                     "certificates are always verified",
                 ),
+                max_tokens=declare(
+                    self,
+                    "max_tokens",
+                    512,
+                    "the reply's token limit (a reply it cuts is reported as truncated)",
+                    low=16,
+                    high=32768,
+                ),
+                structured_output=declare(
+                    self,
+                    "structured_output",
+                    False,
+                    "ask for the ROI JSON through response_format with a JSON schema (vLLM, "
+                    "SGLang); a server that refuses it is asked plainly from then on",
+                ),
             )
             policy_config = UploadPolicyConfig(
                 mode=UploadMode(
@@ -155,6 +170,8 @@ class CloudBridge(Node):
         self._streak = FailureStreak()
         self._last_error = ""
         self.skipped = 0
+        self.truncated = 0  # replies cut by max_tokens
+        self._said_structured_refused = False
         self._results = self.create_publisher(LvlmResult, topics.LVLM_RESULT, qos.RESULTS)
         self._uploads = self.create_publisher(Header, topics.UPLOADS, qos.RESULTS)
         self._detections = detection_publisher(self, topics.LVLM_DETECTIONS, qos.RESULTS)
@@ -220,6 +237,21 @@ class CloudBridge(Node):
         now = self.get_clock().now().nanoseconds
         if outcome.kind is not OutcomeKind.BUSY:  # refused here, not a cloud failure
             self._streak.record(now, outcome.ok)
+        if self._client.structured_refused and not self._said_structured_refused:
+            self._said_structured_refused = True
+            self.get_logger().warning(
+                "the LVLM server refused response_format (structured_output): asking with "
+                f"plain prompting from now on ({self._client.structured_refused})"
+            )
+        if outcome.truncated:
+            with self._policy_lock:
+                self.truncated += 1
+            self.get_logger().warning(
+                f"LVLM reply for frame {frame.seq} was cut by max_tokens "
+                f"{self.client_config.max_tokens}: its JSON may have lost ROIs "
+                "(raise cloud_bridge's max_tokens or the server's limit)",
+                throttle_duration_sec=10.0,
+            )
         if outcome.ok:
             self._latencies.add(now, outcome.latency)
         else:
@@ -237,6 +269,8 @@ class CloudBridge(Node):
         msg.model = outcome.model or self.client_config.model
         msg.status = STATUS_OF.get(outcome.kind, LvlmResult.STATUS_ERROR)
         msg.error = "" if outcome.ok else f"{outcome.kind.value}: {outcome.error}"
+        if outcome.ok and outcome.truncated:  # an answer, with a warning about it
+            msg.error = "truncated: " + "; ".join(outcome.problems)[:300]
         self._results.publish(msg)
         if outcome.ok and self._detections is not None:
             self._detections.publish(detections_to_msg(frame.header, outcome.rois))
@@ -266,6 +300,12 @@ class CloudBridge(Node):
             "failing_for_s": failing,
             "in_flight": self.policy.in_flight,
             "skipped_by_policy": self.skipped,
+            "truncated_replies": self.truncated,
+            "structured_output": (
+                "refused by the server"
+                if self._client.structured_refused
+                else str(self.client_config.structured_output).lower()
+            ),
             "last_error": self._last_error,
             **{f"outcome_{k}": v for k, v in sorted(outcomes.items())},
         }

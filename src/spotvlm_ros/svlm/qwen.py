@@ -118,6 +118,7 @@ class SvlmOutput:
     ggvr_applied: bool
     gtvr_applied: bool
     focus_note: str  # why visual focus fell back, if it did
+    stopped: bool = True  # False when max_new_tokens cut the answer before an end token
 
 
 @dataclass
@@ -655,4 +656,5 @@ class QwenSvlm:
             ggvr_applied=prepared.ggvr_applied,
             gtvr_applied=prepared.gtvr_applied,
             focus_note="; ".join(prepared.notes),
+            stopped=bool(tokens) and tokens[-1] in self._stop_ids,
         )
