@@ -177,7 +177,7 @@ def test_a_reply_cut_by_the_token_limit_is_reported_as_cut(
     out = ask(url, max_tokens=64)
     assert out.kind is OutcomeKind.OK and out.truncated
     assert [r.label for r in out.rois] == ["bus"]  # the complete box, the cut one dropped
-    assert "token limit (max_tokens 64) cut the reply" in out.problems[0]
+    assert "token limit cut the reply (max_tokens 64 asked" in out.problems[0]
 
 
 def test_structured_output_asks_with_a_json_schema_and_reads_the_bare_object(

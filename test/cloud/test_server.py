@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import glob
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -325,3 +326,56 @@ def _established_connections_to(port: int) -> int:
             if remote_port == port and fields[3] == "01":
                 count += 1
     return count
+
+
+def test_response_format_json_schema_end_to_end(server: str, frames: list[np.ndarray]) -> None:
+    """The bridge's structured_output against this server: asked through response_format,
+    answered with the bare JSON object of the schema, parsed into answer and ROIs."""
+    from spotvlm_ros.cloud.client import RESPONSE_FORMAT
+
+    with httpx.Client(base_url=server, timeout=30) as http:
+        url = data_url(jpeg(frames[0][:, :, ::-1]))
+        reply = http.post("/chat/completions", json=chat_body(url, response_format=RESPONSE_FORMAT))
+        assert reply.status_code == 200, reply.text
+        content = json.loads(reply.json()["choices"][0]["message"]["content"])  # no fence
+        assert set(content) == {"answer", "objects"} and content["objects"]
+        assert all(len(o["bbox_2d"]) == 4 and o["label"] for o in content["objects"])
+        for bad in ({"type": "xml"}, {"type": "json_schema", "json_schema": {"schema": {}}}):
+            refused = http.post("/chat/completions", json=chat_body(url, response_format=bad))
+            assert refused.status_code == 400, bad
+            assert refused.json()["error"]["param"] == "response_format"
+    outcomes = ask_many(server, frames[:3], structured_output=True)
+    assert all(o.kind is OutcomeKind.OK and o.rois for o in outcomes), outcomes
+    assert outcomes[0].answer.startswith("I can see")
+
+
+def test_qwen_backend_over_http_reports_a_reply_cut_by_max_tokens() -> None:
+    """--backend qwen (the tiny model here; a real folder for a user) answers over HTTP; its
+    token limit cuts a reply as "length", which the client reports as truncated; it refuses
+    response_format (no constrained decoding), and the client then asks plainly."""
+    from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig
+    from test.helpers.models import tiny_model_dir
+
+    image = (np.random.default_rng(0).random((224, 224, 3)) * 255).astype(np.uint8)
+    args = ("--backend", "qwen", "--qwen-model", str(tiny_model_dir()), "--max-new-tokens", "6")
+    with lvlm_server(*args, timeout=120.0) as url:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            body = chat_body(data_url(jpeg(image)), max_tokens=3)
+            reply = http.post("/chat/completions", json=body).json()
+            assert reply["choices"][0]["finish_reason"] == "length"
+            assert reply["usage"]["completion_tokens"] == 3
+            assert isinstance(reply["choices"][0]["message"]["content"], str)  # noise, maybe ""
+
+        async def run() -> tuple[LvlmOutcome, str]:
+            config = LvlmClientConfig(base_url=url, model="qwen", structured_output=True)
+            client = LvlmClient(config)
+            try:
+                return await client.ask(image, Q), client.structured_refused
+            finally:
+                await client.close()
+
+        out, refused = asyncio.run(run())
+        assert "no constrained decoding" in refused
+        assert out.truncated  # the random model runs into the server's 6-token limit
+        assert out.kind in (OutcomeKind.OK, OutcomeKind.UNPARSABLE)  # noise: maybe no text
+        assert "cut the reply" in (out.error + " ".join(out.problems))

@@ -313,7 +313,10 @@ class LvlmClient:
         # vLLM >= 0.11 and Ollama say "reasoning", SGLang and older vLLM "reasoning_content"
         reasoning = _extra(message, "reasoning") or _extra(message, "reasoning_content")
         cut = choices and getattr(choices[0], "finish_reason", None) == "length"
-        limit = f"the server's token limit (max_tokens {self.config.max_tokens}) cut the reply"
+        limit = (
+            f"the token limit cut the reply (max_tokens {self.config.max_tokens} asked; the "
+            "server may allow fewer)"
+        )
         if not isinstance(content, str) or not content.strip():
             if isinstance(reasoning, str) and reasoning.strip():
                 error = (
@@ -322,7 +325,9 @@ class LvlmClient:
                 )
             else:
                 error = limit + " before any text" if cut else "the reply has no text content"
-            return LvlmOutcome(OutcomeKind.UNPARSABLE, latency, model=model, error=error)
+            return LvlmOutcome(
+                OutcomeKind.UNPARSABLE, latency, model=model, error=error, truncated=bool(cut)
+            )
         answer, labels, rois, problems = interpret_reply(
             content,
             self.vocabulary,
