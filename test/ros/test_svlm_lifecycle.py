@@ -145,3 +145,48 @@ def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) ->
     finally:
         probe.close()
     assert svlm.poll() is None
+
+
+def test_svlm_node_loads_the_published_checkpoint_layout_through_model_path() -> None:
+    """What a user with the downloaded Qwen2.5-VL-3B-Instruct folder does: model_path set
+    to it, configure, activate, frames answered; the log says what was read from it."""
+    from spotvlm_msgs.msg import Frame
+    from spotvlm_ros.ros import qos
+    from test.helpers.models import published_model_dir
+
+    log_path = ROOT / "log" / "svlm-published-layout.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "spotvlm_ros.nodes.svlm_node",
+                "--ros-args",
+                "-p",
+                f"model_path:={published_model_dir()}",
+                "-p",
+                "max_new_tokens:=4",
+                "-p",
+                "deadline_s:=5.0",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        probe = Probe("published_layout_probe", overlays=False, camera=False)
+        try:
+            frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
+            probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
+            change(probe, "configure")
+            change(probe, "activate")
+            probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its frame topic")
+            publish_frame(probe, frames, 0)
+            probe.wait_for(lambda: len(probe.svlm) == 1, 60.0, "an SVLM result")
+            assert probe.svlm[0].status == 0, probe.svlm[0].error
+        finally:
+            probe.close()
+            stop_process(proc, signal.SIGINT, 20.0)
+    text = log_path.read_text()
+    assert "chat template: the folder's own" in text, text[-3000:]
+    assert "capped by max_pixels 200704" in text
+    assert "generation_config.json asks for" in text and "not used" in text
+    assert "attention sdpa" in text
