@@ -55,6 +55,11 @@ ARGUMENTS = {
     "base_url": ("http://127.0.0.1:8000/v1", "LVLM: OpenAI-compatible API root"),
     "lvlm_model": ("Qwen/Qwen2.5-VL-72B-Instruct", "LVLM: served model name"),
     "api_key_env": ("", "LVLM: NAME of the environment variable holding the API key"),
+    "structured_output": (
+        "false",
+        "LVLM: ask for the ROI JSON through response_format json_schema (vLLM, SGLang); "
+        "a server that refuses it is asked plainly",
+    ),
     "task": ("bdd100k", "task vocabulary: nuscenes, bdd100k, coco"),
     "question": ("", "the question asked about every frame (empty: the task's default)"),
     "deadline": ("1.0", "real-time deadline [s]"),
@@ -175,6 +180,7 @@ def graph(context: LaunchContext) -> list[Any]:
                     "base_url": values["base_url"],
                     "model": values["lvlm_model"],
                     "api_key_env": values["api_key_env"],
+                    "structured_output": on("structured_output"),
                     **task,
                     **question,
                 },

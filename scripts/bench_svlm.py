@@ -28,7 +28,9 @@ import torch
 from PIL import Image
 
 from spotvlm_ros.core.types import Box, Roi
-from spotvlm_ros.svlm.qwen import Focus, QwenSvlm, QwenSvlmConfig
+from spotvlm_ros.svlm.qwen import ATTENTION, Focus, QwenSvlm, QwenSvlmConfig, SvlmError
+from spotvlm_ros.svlm.qwen import _resolve_device as resolve_device
+from spotvlm_ros.svlm.qwen import _resolve_dtype as resolve_dtype
 from spotvlm_ros.svlm.tiny import qwen_tokenizer_folder, tiny_config_dict
 from spotvlm_ros.tools.benchdoc import update_section
 
@@ -90,6 +92,30 @@ class PeakRss:
         return (self.peak - self.base) / 2**20
 
 
+class PeakCuda:
+    """Peak CUDA memory allocated during the block, above the level at its start."""
+
+    def __enter__(self) -> PeakCuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self.base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.cuda.synchronize()
+        self.peak = torch.cuda.max_memory_allocated()
+
+    @property
+    def delta_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a wall-clock reading includes it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @dataclass
 class Row:
     model: str
@@ -113,7 +139,9 @@ def centred_roi(width: int, height: int, share: float) -> Roi:
     return Roi("car", Box(x, y, x + w, y + h))
 
 
-def build_model(name: str, lm_layers: int, max_pixels: int) -> QwenSvlm:
+def build_model(
+    name: str, lm_layers: int, max_pixels: int, device: str = "cpu", dtype: str = "auto"
+) -> QwenSvlm:
     from transformers import AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -128,10 +156,16 @@ def build_model(name: str, lm_layers: int, max_pixels: int) -> QwenSvlm:
             text_config={**TEXT_3B, "num_hidden_layers": lm_layers},
             tie_word_embeddings=True,
         )
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    where = resolve_device(device)
+    precision = resolve_dtype(dtype, where)
+    config._attn_implementation = ATTENTION  # as QwenSvlm.load asks for it
+    with where:  # built on the device: a full-size 3B never passes through host memory
+        model = Qwen2_5_VLForConditionalGeneration(config).to(precision).eval()
     tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_folder())
     processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=max_pixels)
-    svlm_config = QwenSvlmConfig(model=name, max_pixels=max_pixels, max_new_tokens=16)
+    svlm_config = QwenSvlmConfig(
+        model=name, max_pixels=max_pixels, max_new_tokens=16, device=device, dtype=dtype
+    )
     return QwenSvlm(model, tokenizer, processor, svlm_config, is_test_model=True)
 
 
@@ -148,13 +182,15 @@ def measure(svlm: QwenSvlm, name: str, frames: list[np.ndarray], repeats: int) -
                     stamp = 1 + r * len(frames) + i
                     # GTVR's ROI frame: the previous frame's features are held
                     f = Focus(focus.rois, stamp - 1) if focus and gtvr else focus
-                    with PeakRss() as mem:
+                    with PeakCuda() if svlm.device.type == "cuda" else PeakRss() as mem:
                         t0 = time.perf_counter()
                         prepared = svlm.prepare(
                             frame, QUESTION, stamp=stamp, focus=f, ggvr=focus is not None, gtvr=gtvr
                         )
+                        sync(svlm.device)
                         t1 = time.perf_counter()
                         tokens, lm_prefill = svlm.generate(prepared, max_new_tokens=16)
+                        sync(svlm.device)
                         t2 = time.perf_counter()
                     vision.append(t1 - t0)
                     prefill.append(lm_prefill)
@@ -213,6 +249,8 @@ def main() -> int:
     parser.add_argument("--lm-layers", type=int, default=4, help="LM layers of the 3B-shaped model")
     parser.add_argument("--max-pixels", type=int, default=28 * 28 * 640)
     parser.add_argument("--models", default="tiny,3b-shaped")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA), float32, ...")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
 
@@ -221,10 +259,16 @@ def main() -> int:
         raise SystemExit(f"no frames under {DATA}")
     frames = [np.array(Image.open(f).convert("RGB")) for f in files]
     torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        device = resolve_device(args.device)
+    except SvlmError as exc:
+        raise SystemExit(f"bench_svlm: {exc}") from None
+    on_gpu = device.type == "cuda"
+    where = torch.cuda.get_device_name(device) if on_gpu else f"{os.cpu_count()} CPU threads"
     rows: list[Row] = []
     for name in args.models.split(","):
         print(f"building {name} ...", flush=True)
-        svlm = build_model(name, args.lm_layers, args.max_pixels)
+        svlm = build_model(name, args.lm_layers, args.max_pixels, args.device, args.dtype)
         svlm.prepare(frames[0], QUESTION)  # warm-up
         rows += measure(svlm, name, frames, args.repeats)
         del svlm
@@ -233,9 +277,12 @@ def main() -> int:
     body = (
         "## SVLM visual focus (GGVR / GTVR)\n\n"
         f"Command: `source env.sh && python scripts/bench_svlm.py --repeats {args.repeats} "
-        f"--frames {args.frames} --lm-layers {args.lm_layers} --max-pixels {args.max_pixels}`  \n"
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__}, "
-        f"float32, {len(frames)} BDD100K frames (1280x720) x {args.repeats} repeats, medians.  \n"
+        f"--frames {args.frames} --lm-layers {args.lm_layers} --max-pixels {args.max_pixels} "
+        f"--device {args.device}`  \n"
+        f"Machine: {platform.machine()}, {where}, torch {torch.__version__}, "
+        f"{str(resolve_dtype(args.dtype, device)).removeprefix('torch.')}, attention "
+        f"{ATTENTION}, {len(frames)} BDD100K frames (1280x720) x {args.repeats} repeats, "
+        "medians.  \n"
         "Models: `tiny` (the random test model) and `3b-shaped` (Qwen2.5-VL-3B's vision tower, "
         f"LM width 2048 with {args.lm_layers} of its 36 layers), random weights.\n\n"
         "*token ratio* = LM sequence length (text + kept visual tokens) relative to the full "
@@ -244,7 +291,12 @@ def main() -> int:
         "fall with GGVR. Peak memory is the resident-set increase during one frame.\n\n" + text
     )
     if not args.no_write:
-        update_section(ROOT / "docs" / "benchmarks.md", "svlm", body)
+        section = "svlm-cuda" if on_gpu else "svlm"
+        update_section(
+            ROOT / "docs" / "benchmarks.md",
+            section,
+            body.replace("## SVLM", "## SVLM on CUDA" if on_gpu else "## SVLM", 1),
+        )
         print("written to docs/benchmarks.md")
     return 0
 

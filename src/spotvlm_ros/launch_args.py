@@ -63,7 +63,8 @@ def check(values: dict[str, str]) -> None:
     number(values, "rate", 0.05, 30.0)
     number(values, "bag_rate", 0.01, 100.0)
     number(values, "respawn_delay", 0.0, 3600.0)
-    for name in ("cloud", "check_lvlm", "start_server", "evaluate", "autostart", "respawn"):
+    flags = ("cloud", "check_lvlm", "start_server", "evaluate", "autostart", "respawn")
+    for name in (*flags, "structured_output"):
         flag(values, name)
     if values["output"] not in OUTPUTS:
         raise LaunchArgumentError(
