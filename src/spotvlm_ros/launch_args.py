@@ -83,12 +83,31 @@ def check(values: dict[str, str]) -> None:
             "`spotvlm-make-bag`"
         )
     if flag(values, "cloud"):
-        url = check_url(values["base_url"])
+        # a comma-separated list names replicas of one engine (cloud_bridge fails over)
+        urls = [check_url(u.strip()) for u in values["base_url"].split(",") if u.strip()]
+        if not urls:
+            raise LaunchArgumentError("base_url:= names no LVLM endpoint")
         if flag(values, "start_server"):
             number(values, "server_latency", 0.0, 3600.0)
-            check_local_server(url, values["server_port"])
+            check_local_server(urls[0], values["server_port"])
         elif flag(values, "check_lvlm"):
-            check_reachable(url)
+            problems = []
+            for url in urls:  # one replica up is enough to start: the others are retried
+                try:
+                    check_reachable(url)
+                    break
+                except LaunchArgumentError as exc:
+                    problems.append(str(exc))
+            else:
+                raise LaunchArgumentError(
+                    problems[0]
+                    if len(problems) == 1
+                    else (
+                        f"none of the {len(urls)} LVLM endpoints can be reached: "
+                        + "; ".join(p.split(" (")[0] for p in problems)
+                        + " (check_lvlm:=false starts anyway)"
+                    )
+                )
 
 
 def check_url(base_url: str) -> urllib.parse.SplitResult:

@@ -28,6 +28,7 @@ FRAME = np.zeros((720, 1280, 3), np.uint8)  # sent as 1288x728 (multiples of 28)
 class _Canned(BaseHTTPRequestHandler):
     reply: ClassVar[tuple[int, bytes]] = (200, b"{}")
     queued: ClassVar[list[tuple[int, bytes]]] = []  # replies served first, in order
+    extra_headers: ClassVar[dict[str, str]] = {}
     requests: ClassVar[list[dict[str, object]]] = []
 
     def do_POST(self) -> None:
@@ -36,6 +37,8 @@ class _Canned(BaseHTTPRequestHandler):
         status, body = type(self).queued.pop(0) if type(self).queued else type(self).reply
         self.send_response(status)
         self.send_header("content-type", "application/json")
+        for name, value in type(self).extra_headers.items():
+            self.send_header(name, value)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -333,3 +336,51 @@ def test_the_api_key_never_appears_in_an_error_text(monkeypatch: pytest.MonkeyPa
 
     out = asyncio.run(failure())
     assert "sk-canary" not in out.error and "rejected key *** for user" in out.error
+
+
+def test_a_dead_replica_is_failed_over_within_the_same_request_and_skipped_after(
+    canned: tuple[str, type[_Canned]],
+) -> None:
+    url, handler = canned
+    serve(handler, "vllm_qwen25vl_fenced.json")
+    dead = "http://127.0.0.1:9/v1"
+
+    async def run() -> tuple[list[object], LvlmClient]:
+        client = LvlmClient(LvlmClientConfig(base_url=f"{dead},{url}", model="m"))
+        try:
+            return [await client.ask(FRAME, "q") for _ in range(3)], client
+        finally:
+            await client.close()
+
+    outcomes, client = asyncio.run(run())
+    assert [o.kind for o in outcomes] == [OutcomeKind.OK] * 3  # type: ignore[attr-defined]
+    assert {o.endpoint for o in outcomes} == {url}  # type: ignore[attr-defined]
+    down = client.pool.endpoints[0]
+    assert down.url == dead and down.health.value == "down" and down.failed == 1
+    assert len(handler.requests) == 3  # the live one asked once per frame
+
+
+def test_a_429_with_retry_after_is_back_pressure_not_a_blind_retry(
+    canned: tuple[str, type[_Canned]],
+) -> None:
+    url, handler = canned
+    error = {"message": "server busy", "type": "rate_limit_error", "param": None, "code": None}
+    body = json.dumps({"error": error}).encode()
+    handler.reply = (429, body)
+    handler.extra_headers = {"Retry-After": "7"}
+
+    async def run() -> tuple[object, object]:
+        client = LvlmClient(LvlmClientConfig(base_url=url, model="m", user="robot1/CAM_FRONT"))
+        try:
+            return await client.ask(FRAME, "q"), await client.ask(FRAME, "q")
+        finally:
+            await client.close()
+
+    first, second = asyncio.run(run())
+    assert first.kind is OutcomeKind.REJECTED and first.retry_after == 7.0  # type: ignore[attr-defined]
+    # the only replica is busy for 7 s: the next frame is not sent, and says when to retry
+    assert second.kind is OutcomeKind.CONNECTION  # type: ignore[attr-defined]
+    assert 6.0 < second.retry_after <= 7.0  # type: ignore[attr-defined]
+    assert "no LVLM endpoint usable now" in second.error  # type: ignore[attr-defined]
+    assert len(handler.requests) == 1
+    assert handler.requests[0]["user"] == "robot1/CAM_FRONT"  # what gateways rate-limit by

@@ -100,3 +100,41 @@ def test_in_flight_never_exceeds_n(mode: UploadMode, n: int, hz: float, latency:
             uploaded.append(t)
         seen_max = max(seen_max, policy.in_flight)
     assert seen_max <= n
+
+
+def test_429s_slow_the_uploads_down_and_answers_bring_them_back() -> None:
+    """Back-pressure from a saturated server: the upload rate falls while it answers 429
+    with Retry-After, and recovers as answers come back."""
+    from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
+
+    s = 1_000_000_000
+    policy = UploadPolicy(UploadPolicyConfig(mode=UploadMode.LATENCY_ADAPTIVE, max_in_flight=2))
+    policy.last_latency = 1.0
+
+    def uploads(start: int, seconds: int, outcome: str) -> int:
+        sent = 0
+        for i in range(seconds * 2):  # frames at 2 Hz
+            now = start + i * s // 2
+            if policy.decide(now, now).upload:
+                policy.on_sent(now, now)
+                sent += 1
+                policy.on_finished(now, None if outcome == "429" else 1.0)
+                if outcome == "429":
+                    policy.back_off(now, 1.0)
+                else:
+                    policy.relieved()
+        return sent
+
+    calm = uploads(0, 10, "ok")
+    saturated = uploads(20 * s, 10, "429")
+    assert policy.pressure > 1.0
+    recovering = uploads(40 * s, 10, "ok")
+    recovered = uploads(50 * s, 10, "ok")
+    assert saturated < calm / 2, (calm, saturated)
+    assert saturated < recovering <= recovered == calm, (saturated, recovering, recovered, calm)
+    assert policy.pressure_at(60 * s) == 1.0
+    held = policy.decide(41 * s, 41 * s)
+    policy.back_off(41 * s, 5.0)
+    assert not policy.decide(42 * s, 42 * s).upload
+    assert "Retry-After" in policy.decide(43 * s, 43 * s).reason
+    assert held.upload or held.reason

@@ -14,11 +14,12 @@ import enum
 import os
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from spotvlm_ros.core.endpoints import EndpointPool, parse_retry_after
 from spotvlm_ros.core.focus import smart_resize
 from spotvlm_ros.core.parsing import Coordinates, parse_reply
 from spotvlm_ros.core.types import Roi
@@ -90,7 +91,9 @@ class LvlmClientConfig:
     """Where and how to ask the LVLM.
 
     Attributes:
-        base_url: the server's OpenAI-compatible API root, e.g. http://gpu-box:8000/v1.
+        base_url: the server's OpenAI-compatible API root, e.g. http://gpu-box:8000/v1; a
+            comma-separated list names replicas of one engine (health-aware choice and
+            failover between them, core.endpoints).
         model: the served model name, e.g. Qwen/Qwen2.5-VL-72B-Instruct.
         api_key_env: NAME of the environment variable that holds the API key (the key is
             never a parameter and is never logged); empty means no key.
@@ -107,6 +110,9 @@ class LvlmClientConfig:
         structured_output: ask for the ROI JSON through ``response_format`` with a JSON
             schema (vLLM, SGLang: parseable by construction); a server that refuses it
             (HTTP 400) is asked with plain prompting from then on.
+        user: sent as the OpenAI ``user`` field (what vLLM and gateways log and rate-limit
+            by): the robot and camera, e.g. ``robot1/cam_front``.
+        retry_after_s: how long a 429/503 without a Retry-After header holds uploads.
     """
 
     base_url: str = "http://127.0.0.1:8000/v1"
@@ -122,8 +128,17 @@ class LvlmClientConfig:
     prompt: str = DEFAULT_PROMPT
     max_tokens: int = 512
     structured_output: bool = False
+    user: str = ""
+    retry_after_s: float = 1.0
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The endpoints named by ``base_url``."""
+        return tuple(u.strip() for u in self.base_url.split(",") if u.strip())
 
     def __post_init__(self) -> None:
+        if not self.urls:
+            raise ValueError("base_url names no endpoint")
         if self.timeout <= 0 or self.max_in_flight < 1:
             raise ValueError(
                 f"timeout must be > 0 s and max_in_flight >= 1, got {self.timeout}, "
@@ -148,6 +163,8 @@ class LvlmOutcome:
     http_status: int | None = None
     problems: tuple[str, ...] = field(default=())
     truncated: bool = False  # the server's token limit cut the reply (finish_reason length)
+    endpoint: str = ""  # the endpoint that answered (or failed last)
+    retry_after: float | None = None  # s: the server asked for less load (429/503)
 
     @property
     def ok(self) -> bool:
@@ -208,6 +225,13 @@ def _extra(message: Any, name: str) -> Any:
     return value
 
 
+def _endpoint_fault(outcome: LvlmOutcome) -> bool:
+    """Whether a failure says the endpoint itself is unwell (down, hung, 5xx)."""
+    if outcome.kind in (OutcomeKind.CONNECTION, OutcomeKind.TIMEOUT):
+        return True
+    return outcome.http_status is not None and outcome.http_status >= 500
+
+
 def _is_bad_request(exc: Exception) -> bool:
     import openai
 
@@ -237,13 +261,17 @@ class LvlmClient:
         verify = ssl.create_default_context(cafile=config.ca_bundle or None)
         # The SDK insists on a key; servers without auth ignore it. Its default HTTP client
         # keeps the SDK's connection limits.
-        self._client = AsyncOpenAI(
-            base_url=config.base_url,
-            api_key=key or "EMPTY",
-            timeout=config.timeout,
-            max_retries=0,
-            http_client=DefaultAsyncHttpxClient(verify=verify),
-        )
+        self._clients = {
+            url: AsyncOpenAI(
+                base_url=url,
+                api_key=key or "EMPTY",
+                timeout=config.timeout,
+                max_retries=0,
+                http_client=DefaultAsyncHttpxClient(verify=verify),
+            )
+            for url in config.urls
+        }
+        self.pool = EndpointPool(config.urls)
         self._in_flight = 0
         self.structured_refused = ""  # why the server refused response_format, once it did
 
@@ -254,7 +282,8 @@ class LvlmClient:
 
     async def close(self) -> None:
         """Close the HTTP connections."""
-        await self._client.close()
+        for client in self._clients.values():
+            await client.close()
 
     async def ask(self, image: np.ndarray, question: str) -> LvlmOutcome:
         """Ask ``question`` about ``image`` (H x W x 3 RGB uint8). Never raises."""
@@ -267,27 +296,64 @@ class LvlmClient:
         self._in_flight += 1
         start = time.perf_counter()
         frame = (image.shape[1], image.shape[0])
+        tried: set[str] = set()
         try:
-            structured = self.config.structured_output and not self.structured_refused
-            try:
-                reply = await self._request(url, question, structured)
-            except Exception as exc:
-                if not (structured and _is_bad_request(exc)):
-                    raise
-                # a server without constrained decoding: ask again, plainly; if that works,
-                # the refusal was response_format's, and plain prompting is used from now on
-                reply = await self._request(url, question, False)
-                self.structured_refused = redact(f"{type(exc).__name__}: {exc}", self._secret)[:300]
-            return self._outcome(reply, time.perf_counter() - start, frame, sent)
-        except Exception as exc:  # every failure becomes a typed outcome
-            return self._failure(exc, time.perf_counter() - start)
+            while True:
+                now = time.monotonic_ns()
+                endpoint = self.pool.choose(now, frozenset(tried))
+                if endpoint is None:
+                    wait = self.pool.next_usable_in(now)
+                    last = "; ".join(
+                        f"{e.url}: {e.health.value} ({e.last_error[:120]})"
+                        for e in self.pool.endpoints
+                    )
+                    return LvlmOutcome(
+                        OutcomeKind.CONNECTION,
+                        time.perf_counter() - start,
+                        error=f"no LVLM endpoint usable now (next in {wait:.1f} s): {last}",
+                        retry_after=wait if not tried else None,
+                    )
+                tried.add(endpoint.url)
+                self.pool.started(endpoint)
+                try:
+                    reply = await self._ask_endpoint(endpoint.url, url, question)
+                except Exception as exc:
+                    outcome = self._failure(exc, time.perf_counter() - start, endpoint.url)
+                    text = outcome.error[:200]
+                    if outcome.retry_after is not None:
+                        self.pool.busy(endpoint, time.monotonic_ns(), outcome.retry_after, text)
+                    elif _endpoint_fault(outcome):
+                        self.pool.failed(endpoint, time.monotonic_ns(), text)
+                        if outcome.kind is not OutcomeKind.TIMEOUT:
+                            continue  # fail over: another replica may answer this frame
+                    else:
+                        self.pool.finished_otherwise(endpoint)
+                    return outcome
+                self.pool.succeeded(endpoint)
+                outcome = self._outcome(reply, time.perf_counter() - start, frame, sent)
+                return replace(outcome, endpoint=endpoint.url)
         finally:
             self._in_flight -= 1
 
-    async def _request(self, url: str, question: str, structured: bool) -> Any:
+    async def _ask_endpoint(self, endpoint: str, url: str, question: str) -> Any:
+        structured = self.config.structured_output and not self.structured_refused
+        try:
+            return await self._request(endpoint, url, question, structured)
+        except Exception as exc:
+            if not (structured and _is_bad_request(exc)):
+                raise
+            # a server without constrained decoding: ask again, plainly; if that works, the
+            # refusal was response_format's, and plain prompting is used from now on
+            reply = await self._request(endpoint, url, question, False)
+            self.structured_refused = redact(f"{type(exc).__name__}: {exc}", self._secret)[:300]
+            return reply
+
+    async def _request(self, endpoint: str, url: str, question: str, structured: bool) -> Any:
         prompt = STRUCTURED_PROMPT if structured else self.config.prompt
         extra: dict[str, Any] = {"response_format": RESPONSE_FORMAT} if structured else {}
-        return await self._client.chat.completions.create(
+        if self.config.user:
+            extra["user"] = self.config.user
+        return await self._clients[endpoint].chat.completions.create(
             model=self.config.model,
             messages=[
                 {
@@ -357,15 +423,15 @@ class LvlmClient:
             truncated=bool(cut),
         )
 
-    def _failure(self, exc: Exception, latency: float) -> LvlmOutcome:
+    def _failure(self, exc: Exception, latency: float, endpoint: str = "") -> LvlmOutcome:
         import openai
 
         # whatever a library puts in its exception text, the key never leaves this object
         text = redact(f"{type(exc).__name__}: {exc}", self._secret)[:500]
         if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError)):
-            return LvlmOutcome(OutcomeKind.TIMEOUT, latency, error=text)
+            return LvlmOutcome(OutcomeKind.TIMEOUT, latency, error=text, endpoint=endpoint)
         if isinstance(exc, openai.APIConnectionError):
-            return LvlmOutcome(OutcomeKind.CONNECTION, latency, error=text)
+            return LvlmOutcome(OutcomeKind.CONNECTION, latency, error=text, endpoint=endpoint)
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             kind = (
@@ -373,7 +439,18 @@ class LvlmClient:
                 if status in (400, 401, 403, 413, 422, 429, 503)
                 else (OutcomeKind.HTTP_ERROR)
             )
-            return LvlmOutcome(kind, latency, error=text, http_status=status)
+            retry_after = None
+            if status in (429, 503):  # back-pressure: the caller slows down, no blind retry
+                header = exc.response.headers.get("retry-after") if exc.response else None
+                retry_after = parse_retry_after(header, self.config.retry_after_s)
+            return LvlmOutcome(
+                kind,
+                latency,
+                error=text,
+                http_status=status,
+                endpoint=endpoint,
+                retry_after=retry_after,
+            )
         if isinstance(exc, openai.APIResponseValidationError):
-            return LvlmOutcome(OutcomeKind.UNPARSABLE, latency, error=text)
-        return LvlmOutcome(OutcomeKind.HTTP_ERROR, latency, error=text)
+            return LvlmOutcome(OutcomeKind.UNPARSABLE, latency, error=text, endpoint=endpoint)
+        return LvlmOutcome(OutcomeKind.HTTP_ERROR, latency, error=text, endpoint=endpoint)

@@ -59,6 +59,7 @@ class ServerConfig:
     max_image_pixels: int = 4096 * 4096
     api_key: str | None = None
     hang_seconds: float = 600.0
+    retry_after_s: float = 1.0  # sent with 429 (busy): when to try again
     faults: FaultConfig = field(default_factory=FaultConfig)
 
 
@@ -81,6 +82,8 @@ class ApiError(Exception):
             param,
             code,
         )
+
+    headers: dict[str, str] | None = None
 
     def body(self) -> dict[str, Any]:
         """The JSON body: ``{"error": {"message", "type", "param", "code"}}``."""
@@ -240,10 +243,10 @@ def create_app(config: ServerConfig, backend: Backend) -> FastAPI:
     """The FastAPI application."""
     app = FastAPI(title="spotvlm LVLM server", version="0.1.0")
     injector = FaultInjector(config.faults)
-    state = {"active": 0, "served": 0}
+    state = {"active": 0, "served": 0, "refused_busy": 0}
 
     def error(exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -260,6 +263,7 @@ def create_app(config: ServerConfig, backend: Backend) -> FastAPI:
             "backend": backend.name,
             "in_flight": state["active"],
             "served": state["served"],
+            "refused_busy": state["refused_busy"],
         }
 
     @app.get("/v1/models")
@@ -294,12 +298,15 @@ def create_app(config: ServerConfig, backend: Backend) -> FastAPI:
                     413, f"request of {declared} bytes exceeds {config.max_request_bytes}"
                 )
             if state["active"] >= config.max_concurrency:
-                raise ApiError(
+                state["refused_busy"] += 1
+                busy = ApiError(
                     429,
                     f"server busy: {state['active']} requests in progress "
                     f"(limit {config.max_concurrency})",
                     kind="rate_limit_error",
                 )
+                busy.headers = {"Retry-After": f"{config.retry_after_s:g}"}
+                raise busy
             state["active"] += 1
         except ApiError as exc:
             return error(exc)
@@ -424,7 +431,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--empty-rate", type=float, default=0.0)
     p.add_argument("--hang-seconds", type=float, default=600.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-concurrency", type=int, default=8)
+    p.add_argument(
+        "--max-concurrency", type=int, default=8, help="more requests at once answer 429"
+    )
+    p.add_argument(
+        "--retry-after", type=float, default=1.0, help="s; the Retry-After sent with a 429"
+    )
     p.add_argument("--max-request-mb", type=float, default=16.0)
     p.add_argument("--max-images", type=int, default=1)
     p.add_argument(
@@ -486,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ServerConfig(
         model_name=args.model_name or backend.name,
         max_concurrency=args.max_concurrency,
+        retry_after_s=args.retry_after,
         max_request_bytes=int(args.max_request_mb * 2**20),
         max_images=args.max_images,
         api_key=api_key,

@@ -4,6 +4,11 @@ Every frame is answered on board. A frame is uploaded only while fewer than
 ``max_in_flight`` requests are outstanding, so the cloud never builds a queue; in the
 default latency-adaptive mode the uploads are also spread over the observed cloud latency,
 so that answers come back evenly and the cloud always works on a recent frame.
+
+Back-pressure from a shared server: an answer 429 or 503 holds every upload until its
+``Retry-After`` and doubles a pressure factor that widens the spacing of later uploads (in
+every mode); each answered request halves it again, and it fades by itself (half-life
+5 s), so the upload rate falls while the server is saturated and recovers when it is not.
 """
 
 from __future__ import annotations
@@ -12,6 +17,13 @@ import enum
 from dataclasses import dataclass, field
 
 from spotvlm_ros.core.types import Stamp, seconds_between
+
+MAX_PRESSURE = 8.0
+"""The most the spacing of uploads is widened under back-pressure."""
+
+PRESSURE_HALF_LIFE_S = 5.0
+"""Without a new 429/503 the pressure halves this often, answers or not (a bridge that
+uploads rarely under pressure would otherwise take long to learn the server recovered)."""
 
 
 class UploadMode(enum.Enum):
@@ -60,6 +72,16 @@ class UploadPolicy:
     _in_flight: dict[Stamp, Stamp] = field(default_factory=dict)  # frame stamp -> sent at
     _last_upload: Stamp | None = None
     _frames_seen: int = 0
+    pressure: float = 1.0  # spacing factor: doubled by each 429/503, halved by each answer
+    _held_until: Stamp | None = None
+    _pressed_at: Stamp | None = None
+
+    def pressure_at(self, now: Stamp) -> float:
+        """The spacing factor at ``now``, faded since the last 429/503."""
+        if self._pressed_at is None or self.pressure <= 1.0:
+            return 1.0
+        faded = 0.5 ** (max(0.0, seconds_between(self._pressed_at, now)) / PRESSURE_HALF_LIFE_S)
+        return max(1.0, self.pressure * faded)
 
     @property
     def in_flight(self) -> int:
@@ -83,13 +105,24 @@ class UploadPolicy:
             return UploadDecision(False, "this frame is already in flight")
         if self.in_flight >= n:
             return UploadDecision(False, f"{self.in_flight} requests in flight (max {n})")
+        if self._held_until is not None and now < self._held_until:
+            wait = seconds_between(now, self._held_until)
+            return UploadDecision(False, f"the server asked to wait (Retry-After): {wait:.1f} s")
         mode = self.config.mode
+        pressure = self.pressure_at(now)
+        if mode is not UploadMode.LATENCY_ADAPTIVE and pressure > 1.0 and self._last_upload:
+            spacing = (pressure - 1.0) * (self.expected_latency(now) or 1.0) / n
+            since = seconds_between(self._last_upload, now)
+            if since < spacing:
+                return UploadDecision(
+                    False, f"back-pressure x{pressure:.1f}: {since:.2f} s < {spacing:.2f} s"
+                )
         if mode is UploadMode.FIXED_STRIDE and (self._frames_seen - 1) % self.config.stride:
             return UploadDecision(False, f"not a multiple of stride {self.config.stride}")
         if mode is UploadMode.LATENCY_ADAPTIVE and self._last_upload is not None:
             latency = self.expected_latency(now)
             if latency is not None:
-                spacing = latency / n
+                spacing = latency / n * pressure
                 since = seconds_between(self._last_upload, now)
                 if since < spacing:
                     return UploadDecision(
@@ -110,3 +143,15 @@ class UploadPolicy:
         self._in_flight.pop(stamp, None)
         if latency is not None and latency >= 0.0:
             self.last_latency = latency
+
+    def back_off(self, now: Stamp, retry_after_s: float) -> None:
+        """The server answered 429/503: hold uploads for ``retry_after_s`` and widen the
+        spacing of the ones after."""
+        until = now + int(max(0.0, retry_after_s) * 1e9)
+        self._held_until = max(self._held_until or until, until)
+        self.pressure = min(MAX_PRESSURE, self.pressure_at(now) * 2.0)
+        self._pressed_at = now
+
+    def relieved(self) -> None:
+        """A request was answered: the pressure eases."""
+        self.pressure = max(1.0, self.pressure / 2.0)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rclpy.node import Node
 from std_msgs.msg import Header
@@ -112,6 +113,13 @@ class CloudBridge(Node):
                     low=16,
                     high=32768,
                 ),
+                user=declare(
+                    self,
+                    "user",
+                    "",
+                    "the OpenAI `user` field of every request (what vLLM and gateways log and "
+                    "rate-limit by); '' = this graph's namespace, e.g. robot1/cam_front",
+                ),
                 structured_output=declare(
                     self,
                     "structured_output",
@@ -162,6 +170,10 @@ class CloudBridge(Node):
             low=0.0,
             high=3600.0,
         )
+        if not client_config.user:  # the robot and camera, by the graph's namespace
+            client_config = replace(
+                client_config, user=self.get_namespace().strip("/") or "spotvlm"
+            )
         self.client_config = client_config
         self.policy = UploadPolicy(policy_config)
         self._policy_lock = threading.Lock()
@@ -171,6 +183,7 @@ class CloudBridge(Node):
         self._last_error = ""
         self.skipped = 0
         self.truncated = 0  # replies cut by max_tokens
+        self.backoffs = 0  # 429/503 answers that slowed the uploads down
         self._said_structured_refused = False
         self._results = self.create_publisher(LvlmResult, topics.LVLM_RESULT, qos.RESULTS)
         self._uploads = self.create_publisher(Header, topics.UPLOADS, qos.RESULTS)
@@ -191,7 +204,8 @@ class CloudBridge(Node):
         self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
-            f"LVLM {client_config.model} at {client_config.base_url}; "
+            f"LVLM {client_config.model} at {client_config.base_url} "
+            f"({len(client_config.urls)} endpoint(s)), user {client_config.user!r}; "
             f"upload {policy_config.mode.value}, "
             f"max {client_config.max_in_flight} in flight, timeout {client_config.timeout} s"
         )
@@ -226,9 +240,32 @@ class CloudBridge(Node):
             outcome = future.result()  # type: ignore[attr-defined]
         except Exception as exc:  # the client never raises; this guards the bridge anyway
             outcome = LvlmOutcome(OutcomeKind.HTTP_ERROR, 0.0, error=repr(exc))
+        now = self.get_clock().now().nanoseconds
         with self._policy_lock:
-            # A timeout counts as the time waited: the cloud is at least that slow now.
-            self.policy.on_finished(stamp_of(frame.header.stamp), outcome.latency or None)
+            stamp = stamp_of(frame.header.stamp)
+            if outcome.retry_after is not None:
+                # 429/503 (or every endpoint down): slow down, do not retry blindly
+                self.policy.on_finished(stamp, None)
+                self.policy.back_off(now, outcome.retry_after)
+                self.backoffs += 1
+            else:
+                # A timeout counts as the time waited: the cloud is at least that slow now.
+                # A refusal or a dead server answers fast, which says nothing of its speed.
+                timed = outcome.kind in (
+                    OutcomeKind.OK,
+                    OutcomeKind.TIMEOUT,
+                    OutcomeKind.UNPARSABLE,
+                )
+                self.policy.on_finished(stamp, (outcome.latency or None) if timed else None)
+                if outcome.ok:
+                    self.policy.relieved()
+        if outcome.retry_after is not None:
+            self.get_logger().warning(
+                f"LVLM asked for less load ({outcome.error[:160]}): uploads wait "
+                f"{outcome.retry_after:.1f} s, then at most every {self.policy.pressure:g}x "
+                "the usual spacing until answers come back",
+                throttle_duration_sec=5.0,
+            )
         self._publish(frame, outcome)
 
     def _publish(self, frame: Frame, outcome: LvlmOutcome) -> None:
@@ -301,6 +338,12 @@ class CloudBridge(Node):
             "in_flight": self.policy.in_flight,
             "skipped_by_policy": self.skipped,
             "truncated_replies": self.truncated,
+            "upload_pressure": self.policy.pressure,
+            "backoffs": self.backoffs,
+            **{
+                f"endpoint {u}": v
+                for u, v in self._client.pool.summary(time.monotonic_ns()).items()
+            },
             "structured_output": (
                 "refused by the server"
                 if self._client.structured_refused

@@ -1,0 +1,143 @@
+"""Several LVLM endpoints (replicas of one serving engine): health-aware choice and failover.
+
+A request goes to the usable endpoint with the fewest requests in flight (ties in turn). An
+endpoint that refuses connections, times out or fails with a server error is *down* for a
+back-off that doubles with each failure in a row (``min_backoff_s`` .. ``max_backoff_s``);
+after it, the next request tries it again, and one success makes it healthy. An endpoint
+that answers 429 or 503 is *busy* until its ``Retry-After`` (it works, but asked for
+less): other endpoints are preferred meanwhile. When every endpoint is down or busy the
+pool says so and when the first one may be tried again, instead of hammering one.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from spotvlm_ros.core.types import Stamp, seconds_between
+
+NS = 1_000_000_000
+
+
+class Health(enum.Enum):
+    """What the last request to an endpoint said about it."""
+
+    HEALTHY = "healthy"
+    DOWN = "down"  # connection refused, timeout, 5xx: retried after a back-off
+    BUSY = "busy"  # 429 / 503 with Retry-After: retried after that
+
+
+@dataclass
+class Endpoint:
+    """One endpoint's state."""
+
+    url: str
+    health: Health = Health.HEALTHY
+    until: Stamp = 0  # down or busy until then
+    failures: int = 0  # in a row
+    in_flight: int = 0
+    served: int = 0
+    failed: int = 0
+    last_error: str = ""
+
+    def usable(self, now: Stamp) -> bool:
+        """Healthy, or its back-off or Retry-After is over."""
+        return self.health is Health.HEALTHY or now >= self.until
+
+
+@dataclass
+class EndpointPool:
+    """The endpoints of one LVLM, and which to ask next."""
+
+    urls: tuple[str, ...]
+    min_backoff_s: float = 2.0
+    max_backoff_s: float = 60.0
+    endpoints: list[Endpoint] = field(init=False)
+    _turn: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.urls:
+            raise ValueError("no LVLM endpoint given")
+        if len(set(self.urls)) != len(self.urls):
+            raise ValueError(f"an LVLM endpoint is listed twice: {list(self.urls)}")
+        self.endpoints = [Endpoint(url) for url in self.urls]
+
+    def choose(self, now: Stamp, exclude: frozenset[str] = frozenset()) -> Endpoint | None:
+        """The endpoint to send the next request to, or None when none is usable now."""
+        usable = [e for e in self.endpoints if e.usable(now) and e.url not in exclude]
+        if not usable:
+            return None
+        self._turn += 1
+        n = len(self.endpoints)
+        # fewest in flight first; among equals, take turns (round robin from _turn)
+        return min(usable, key=lambda e: (e.in_flight, (self.endpoints.index(e) - self._turn) % n))
+
+    def next_usable_in(self, now: Stamp) -> float:
+        """Seconds until some endpoint may be tried again (0 if one may now)."""
+        waits = [max(0.0, seconds_between(now, e.until)) for e in self.endpoints]
+        return 0.0 if any(e.usable(now) for e in self.endpoints) else min(waits)
+
+    def started(self, endpoint: Endpoint) -> None:
+        """A request was sent to ``endpoint``."""
+        endpoint.in_flight += 1
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        """It answered."""
+        endpoint.in_flight -= 1
+        endpoint.served += 1
+        endpoint.failures = 0
+        endpoint.health = Health.HEALTHY
+
+    def failed(self, endpoint: Endpoint, now: Stamp, error: str) -> float:
+        """It is down (connection, timeout, server error); returns the back-off (s)."""
+        endpoint.in_flight -= 1
+        endpoint.failed += 1
+        endpoint.failures += 1
+        endpoint.last_error = error
+        backoff = min(self.max_backoff_s, self.min_backoff_s * 2 ** (endpoint.failures - 1))
+        endpoint.health = Health.DOWN
+        endpoint.until = now + int(backoff * NS)
+        return backoff
+
+    def busy(self, endpoint: Endpoint, now: Stamp, retry_after_s: float, error: str) -> None:
+        """It asked for less load (429/503) until ``retry_after_s`` from now."""
+        endpoint.in_flight -= 1
+        endpoint.last_error = error
+        endpoint.health = Health.BUSY
+        endpoint.until = now + int(max(0.0, retry_after_s) * NS)
+
+    def finished_otherwise(self, endpoint: Endpoint) -> None:
+        """A request ended in a way that says nothing about the endpoint's health (a 4xx
+        about the request itself, an unparsable reply)."""
+        endpoint.in_flight -= 1
+        endpoint.served += 1
+
+    def summary(self, now: Stamp) -> dict[str, str]:
+        """Per endpoint: its health (with how long it stays so) and its counts."""
+        out = {}
+        for e in self.endpoints:
+            state = e.health.value
+            if e.health is not Health.HEALTHY and not e.usable(now):
+                state += f" for {seconds_between(now, e.until):.1f} s"
+            out[e.url] = f"{state}; {e.served} answered, {e.failed} failed, {e.in_flight} in flight"
+        return out
+
+
+def parse_retry_after(value: str | None, default_s: float) -> float:
+    """A ``Retry-After`` header's delay in seconds (delta-seconds or an HTTP date)."""
+    if not value:
+        return default_s
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default_s
+    import datetime as dt
+
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
