@@ -57,6 +57,7 @@ setup(
             f"spotvlm-make-bag = {PACKAGE}.data.bag:main",
             f"spotvlm-eval = {PACKAGE}.evaluation.cli:main",
             f"spotvlm-demo = {PACKAGE}.tools.demo:main",
+            f"spotvlm-fleet-sim = {PACKAGE}.tools.fleet_sim:main",
             f"camera_ingest = {PACKAGE}.nodes.camera_ingest:main",
             f"svlm_node = {PACKAGE}.nodes.svlm_node:main",
             f"cloud_bridge = {PACKAGE}.nodes.cloud_bridge:main",

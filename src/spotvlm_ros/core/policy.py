@@ -14,6 +14,7 @@ every mode); each answered request halves it again, and it fades by itself (half
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import dataclass, field
 
 from spotvlm_ros.core.types import Stamp, seconds_between
@@ -75,6 +76,9 @@ class UploadPolicy:
     pressure: float = 1.0  # spacing factor: doubled by each 429/503, halved by each answer
     _held_until: Stamp | None = None
     _pressed_at: Stamp | None = None
+    # spreads the end of a Retry-After hold (1 to 1.5 times it): bridges refused together
+    # must not all come back at the same instant and be refused together again
+    rng: random.Random = field(default_factory=random.Random)
 
     def pressure_at(self, now: Stamp) -> float:
         """The spacing factor at ``now``, faded since the last 429/503."""
@@ -145,9 +149,10 @@ class UploadPolicy:
             self.last_latency = latency
 
     def back_off(self, now: Stamp, retry_after_s: float) -> None:
-        """The server answered 429/503: hold uploads for ``retry_after_s`` and widen the
-        spacing of the ones after."""
-        until = now + int(max(0.0, retry_after_s) * 1e9)
+        """The server answered 429/503: hold uploads for ``retry_after_s`` (up to half again,
+        at random) and widen the spacing of the ones after."""
+        wait = max(0.0, retry_after_s) * (1.0 + 0.5 * self.rng.random())
+        until = now + int(wait * 1e9)
         self._held_until = max(self._held_until or until, until)
         self.pressure = min(MAX_PRESSURE, self.pressure_at(now) * 2.0)
         self._pressed_at = now

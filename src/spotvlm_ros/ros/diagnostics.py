@@ -1,6 +1,7 @@
 """diagnostic_msgs on /diagnostics, the way rqt and Foxglove read them: one status per
 concern, named ``<node>: <concern>``, with levels a person can act on and key/value pairs
-whose keys carry their units."""
+whose keys carry their units. Under a namespace (one graph per camera) the name starts with
+it, ``robot1/cam_front/<node>: <concern>``, so that the graphs' statuses stay apart."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ class DiagnosticsPublisher:
 
     def publish(self, statuses: list[DiagnosticStatus]) -> None:
         """One DiagnosticArray stamped now."""
+        prefix = self._node.get_namespace().strip("/")
+        if prefix:
+            for item in statuses:
+                item.name = f"{prefix}/{item.name}"
         array = DiagnosticArray(status=statuses)
         array.header.stamp = self._node.get_clock().now().to_msg()
         self._publisher.publish(array)
