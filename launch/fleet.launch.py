@@ -82,6 +82,9 @@ OWN = ("start_server", "server_port", "server_latency", "server_args", "bag", "b
 class FleetError(RuntimeError):
     """An argument that cannot work: the launch stops with this one message."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(f"fleet.launch.py: {message}")
+
 
 def generate_launch_description() -> LaunchDescription:
     """Declared arguments, then the graphs built from them."""
@@ -144,8 +147,12 @@ def fleet(context: LaunchContext) -> list[Any]:
     actions: list[Any] = []
     if on("start_server"):
         # one check of the shared server's port, as a single graph would make it
-        url = launch_args.check_url(values["base_url"].split(",")[0].strip())
-        launch_args.check_local_server(url, values["server_port"])
+        try:
+            url = launch_args.check_url(values["base_url"].split(",")[0].strip())
+            launch_args.check_local_server(url, values["server_port"])
+            launch_args.number(values, "server_latency", 0.0, 3600.0)
+        except launch_args.LaunchArgumentError as exc:
+            raise FleetError(str(exc)) from None
         actions.append(
             ExecuteProcess(
                 cmd=[
