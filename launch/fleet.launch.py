@@ -21,6 +21,7 @@ graph listens, and the launch ends when it has played.
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any
 
 from launch import LaunchContext, LaunchDescription
@@ -32,12 +33,13 @@ from launch.actions import (
     IncludeLaunchDescription,
     OpaqueFunction,
     RegisterEventHandler,
+    SetEnvironmentVariable,
 )
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.events.process import ProcessExited
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import LaunchConfiguration
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
@@ -99,7 +101,22 @@ def generate_launch_description() -> LaunchDescription:
         )
         for name in (*SHARED, *OWN)
     ]
-    return LaunchDescription([*declared, OpaqueFunction(function=fleet)])
+    # the fleet's own bag player and server need the large-frame profile too (each graph
+    # sets it for its nodes, in its own scope)
+    declared.append(
+        DeclareLaunchArgument(
+            "fastdds_profile",
+            default_value=EnvironmentVariable(
+                "FASTDDS_DEFAULT_PROFILES_FILE",
+                default_value=[FindPackageShare(PACKAGE), "/config/fastdds.xml"],
+            ),
+            description="Fast DDS profile (the default has a large shared-memory segment)",
+        )
+    )
+    profile = SetEnvironmentVariable(
+        "FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")
+    )
+    return LaunchDescription([*declared, profile, OpaqueFunction(function=fleet)])
 
 
 def _single_graph_module() -> Any:
@@ -141,7 +158,14 @@ def fleet(context: LaunchContext) -> list[Any]:
             f"camera_topic:={values['camera_topic']!r} has no {{camera}}: every camera "
             "would read the same topic"
         )
-    on = lambda name: launch_args.flag(values, name)  # noqa: E731
+    try:
+        on = lambda name: launch_args.flag(values, name)  # noqa: E731
+        for name in ("cloud", "start_server"):
+            on(name)
+        deadline = launch_args.number(values, "deadline", 0.01, 60.0)
+        bag_rate = launch_args.number(values, "bag_rate", 0.01, 100.0)
+    except launch_args.LaunchArgumentError as exc:
+        raise FleetError(str(exc)) from None
     share = FindPackageShare(PACKAGE).perform(context)
     lib = f"{FindPackagePrefix(PACKAGE).perform(context)}/lib/{PACKAGE}"
     actions: list[Any] = []
@@ -159,7 +183,7 @@ def fleet(context: LaunchContext) -> list[Any]:
                     f"{lib}/spotvlm-lvlm-server",
                     *("--port", values["server_port"], "--latency", values["server_latency"]),
                     *("--vocabulary", values["task"]),
-                    *values["server_args"].split(),
+                    *shlex.split(values["server_args"]),
                 ],
                 name="lvlm_server",
                 output=values["output"],
@@ -172,7 +196,9 @@ def fleet(context: LaunchContext) -> list[Any]:
         arguments = {name: values[name] for name in SHARED}
         arguments.update(
             namespace=namespace,
-            camera_topic=values["camera_topic"].format(robot=robot, camera=camera),
+            camera_topic=values["camera_topic"]
+            .format(robot=robot, camera=camera)
+            .replace("//", "/"),
             # the shared server is started here, and may still be starting
             start_server="false",
             check_lvlm="false" if on("start_server") else values["check_lvlm"],
@@ -191,13 +217,16 @@ def fleet(context: LaunchContext) -> list[Any]:
             executable="bag_player",
             name="bag_player",
             output=values["output"],
+            arguments=["--ros-args", "--log-level", values["log_level"]],
             parameters=[
                 f"{share}/config/bag_player.yaml",
                 {
                     "bag_path": values["bag"],
-                    "rate": float(values["bag_rate"]),
+                    "rate": bag_rate,
                     "exit_when_done": True,
-                    "linger_s": 2.0 * float(values["deadline"]) + 1.0,
+                    "linger_s": 2.0 * deadline + 1.0,
+                    # every camera's SVLM loads before the first frame is played
+                    "wait_for_subscribers_s": 600.0,
                     "ready_topics": frame_topics,
                     "ready_url": (
                         f"http://127.0.0.1:{values['server_port']}/health"
@@ -205,6 +234,7 @@ def fleet(context: LaunchContext) -> list[Any]:
                         else ""
                     ),
                 },
+                *([values["params_file"]] if values["params_file"] else []),
             ],
         )
         actions.append(player)

@@ -39,7 +39,6 @@ class FleetProbe:
         self.admitted: dict[str, list[int]] = defaultdict(list)
         self.lvlm_arrivals: dict[str, list[tuple[float, Any]]] = defaultdict(list)
         self.diagnostics: dict[str, Any] = {}  # hardware_id / status name -> latest status
-        self._lock = threading.Lock()
         sub = self.node.create_subscription
         for camera, ns in namespaces.items():
             sub(Answer, f"{ns}/spotvlm/answer", self.answers[camera].append, qos.ANSWERS)
@@ -136,10 +135,9 @@ class FleetProbe:
 
     def diagnostic_values(self, key_part: str) -> list[dict[str, str]]:
         """The key/value pairs of every latest status whose key contains ``key_part``."""
+        latest = list(self.diagnostics.items())  # the executor thread may add keys meanwhile
         return [
-            {v.key: v.value for v in status.values}
-            for key, status in self.diagnostics.items()
-            if key_part in key
+            {v.key: v.value for v in status.values} for key, status in latest if key_part in key
         ]
 
     def close(self) -> None:

@@ -127,8 +127,12 @@ def test_three_cameras_share_a_saturated_server_and_every_frame_stays_with_its_c
         # ... the bridges held and widened their uploads (not retried blindly) ...
         backoffs = [int(v["backoffs"]) for v in probe.diagnostic_values("cloud_bridge: LVLM")]
         assert len(backoffs) == len(CAMERAS) and sum(backoffs) >= 1, backoffs
-        uploads = sum(len(probe.lvlm[c]) for c in CAMERAS)
-        assert uploads < sum(len(sent[c]) for c in CAMERAS), "every frame was uploaded"
+        uploads = sum(
+            len([r for r in probe.lvlm[c] if stamp_of_msg(r) in set(sent[c])]) for c in CAMERAS
+        )
+        admitted_all = sum(len(set(probe.admitted[c]) & set(sent[c])) for c in CAMERAS)
+        # ~6 frames/s offered, at most 2 served at once for 0.6 s each (~3.3/s)
+        assert uploads < 0.9 * admitted_all, (uploads, admitted_all)
         # ... and recovered: after its last 429 each such bridge got LVLM answers again
         for camera, refusals in rejected.items():
             if refusals:
@@ -186,7 +190,14 @@ def replicas() -> Iterator[dict[int, subprocess.Popen[bytes]]]:
 @launch_pytest.fixture
 def one_camera_two_replicas() -> launch.LaunchDescription:
     urls = ",".join(f"http://127.0.0.1:{p}/v1" for p in REPLICA_PORTS)
-    return fleet(cameras="cam_a", base_url=urls, check_lvlm="false")
+    # a dead replica is retried after 1 s, 2 s, then every 3 s (the default caps at 60 s)
+    params = ROOT / "log" / "fleet-replicas-params.yaml"
+    params.parent.mkdir(exist_ok=True)
+    params.write_text(
+        "/**/cloud_bridge:\n  ros__parameters:\n"
+        "    endpoint_backoff_s: 1.0\n    endpoint_max_backoff_s: 3.0\n"
+    )
+    return fleet(cameras="cam_a", base_url=urls, check_lvlm="false", params_file=str(params))
 
 
 @pytest.mark.launch(fixture=one_camera_two_replicas)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from spotvlm_ros.core.endpoints import EndpointPool, parse_retry_after
+from spotvlm_ros.core.endpoints import Endpoint, EndpointPool, Health, parse_retry_after
 from spotvlm_ros.core.focus import smart_resize
 from spotvlm_ros.core.parsing import Coordinates, parse_reply
 from spotvlm_ros.core.types import Roi
@@ -113,6 +113,8 @@ class LvlmClientConfig:
         user: sent as the OpenAI ``user`` field (what vLLM and gateways log and rate-limit
             by): the robot and camera, e.g. ``robot1/cam_front``.
         retry_after_s: how long a 429/503 without a Retry-After header holds uploads.
+        endpoint_backoff_s, endpoint_max_backoff_s: a replica that fails is skipped this
+            long, doubling with each failure in a row up to the maximum.
     """
 
     base_url: str = "http://127.0.0.1:8000/v1"
@@ -130,6 +132,8 @@ class LvlmClientConfig:
     structured_output: bool = False
     user: str = ""
     retry_after_s: float = 1.0
+    endpoint_backoff_s: float = 2.0
+    endpoint_max_backoff_s: float = 60.0
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -139,6 +143,11 @@ class LvlmClientConfig:
     def __post_init__(self) -> None:
         if not self.urls:
             raise ValueError("base_url names no endpoint")
+        if not 0 < self.endpoint_backoff_s <= self.endpoint_max_backoff_s:
+            raise ValueError(
+                "need 0 < endpoint_backoff_s <= endpoint_max_backoff_s, got "
+                f"{self.endpoint_backoff_s}, {self.endpoint_max_backoff_s}"
+            )
         if self.timeout <= 0 or self.max_in_flight < 1:
             raise ValueError(
                 f"timeout must be > 0 s and max_in_flight >= 1, got {self.timeout}, "
@@ -271,7 +280,9 @@ class LvlmClient:
             )
             for url in config.urls
         }
-        self.pool = EndpointPool(config.urls)
+        self.pool = EndpointPool(
+            config.urls, config.endpoint_backoff_s, config.endpoint_max_backoff_s
+        )
         self._in_flight = 0
         self.structured_refused = ""  # why the server refused response_format, once it did
 
@@ -302,38 +313,70 @@ class LvlmClient:
                 now = time.monotonic_ns()
                 endpoint = self.pool.choose(now, frozenset(tried))
                 if endpoint is None:
-                    wait = self.pool.next_usable_in(now)
-                    last = "; ".join(
-                        f"{e.url}: {e.health.value} ({e.last_error[:120]})"
-                        for e in self.pool.endpoints
-                    )
-                    return LvlmOutcome(
-                        OutcomeKind.CONNECTION,
-                        time.perf_counter() - start,
-                        error=f"no LVLM endpoint usable now (next in {wait:.1f} s): {last}",
-                        retry_after=wait if not tried else None,
-                    )
+                    return self._none_usable(now, bool(tried), time.perf_counter() - start)
                 tried.add(endpoint.url)
-                self.pool.started(endpoint)
-                try:
-                    reply = await self._ask_endpoint(endpoint.url, url, question)
-                except Exception as exc:
-                    outcome = self._failure(exc, time.perf_counter() - start, endpoint.url)
-                    text = outcome.error[:200]
-                    if outcome.retry_after is not None:
-                        self.pool.busy(endpoint, time.monotonic_ns(), outcome.retry_after, text)
-                    elif _endpoint_fault(outcome):
-                        self.pool.failed(endpoint, time.monotonic_ns(), text)
-                        if outcome.kind is not OutcomeKind.TIMEOUT:
-                            continue  # fail over: another replica may answer this frame
-                    else:
-                        self.pool.finished_otherwise(endpoint)
+                outcome, retry = await self._attempt(endpoint, url, question, frame, sent, start)
+                if not retry:
                     return outcome
-                self.pool.succeeded(endpoint)
-                outcome = self._outcome(reply, time.perf_counter() - start, frame, sent)
-                return replace(outcome, endpoint=endpoint.url)
         finally:
             self._in_flight -= 1
+
+    async def _attempt(
+        self,
+        endpoint: Endpoint,
+        url: str,
+        question: str,
+        frame: tuple[int, int],
+        sent: tuple[int, int],
+        start: float,
+    ) -> tuple[LvlmOutcome, bool]:
+        """One request to ``endpoint``: its outcome, and whether to try another replica.
+        The endpoint's bookkeeping is settled on every path (cancellation included)."""
+        self.pool.started(endpoint)
+        settled = False
+        try:
+            try:
+                reply = await self._ask_endpoint(endpoint.url, url, question)
+            except Exception as exc:
+                outcome = self._failure(exc, time.perf_counter() - start, endpoint.url)
+                text, now = outcome.error[:200], time.monotonic_ns()
+                if outcome.retry_after is not None:
+                    # busy (429/503): another replica may take this frame; the caller backs
+                    # off only when none can
+                    self.pool.busy(endpoint, now, outcome.retry_after, text)
+                    settled = True
+                    return outcome, self.pool.choose(now) is not None
+                if _endpoint_fault(outcome):
+                    timeout = outcome.kind is OutcomeKind.TIMEOUT
+                    self.pool.failed(endpoint, now, text, escalate=not timeout)
+                    settled = True
+                    # fail over at once, but not after a timeout: its time is spent
+                    return outcome, not timeout
+                self.pool.finished_otherwise(endpoint)
+                settled = True
+                return outcome, False
+            self.pool.succeeded(endpoint)
+            settled = True
+            outcome = self._outcome(reply, time.perf_counter() - start, frame, sent)
+            return replace(outcome, endpoint=endpoint.url), False
+        finally:
+            if not settled:  # cancelled, or a bug above: never leak the in-flight count
+                self.pool.finished_otherwise(endpoint)
+
+    def _none_usable(self, now: int, tried: bool, latency: float) -> LvlmOutcome:
+        """No replica can be asked now: say why, and (when they are busy, not down) how
+        long to hold uploads."""
+        states = "; ".join(
+            f"{e.url}: {e.health.value} ({e.last_error[:120]})" for e in self.pool.endpoints
+        )
+        wait = self.pool.next_usable_in(now)
+        busy = all(e.health is Health.BUSY for e in self.pool.endpoints if not e.usable(now))
+        return LvlmOutcome(
+            OutcomeKind.REJECTED if busy else OutcomeKind.CONNECTION,
+            latency,
+            error=f"no LVLM endpoint usable now (next in {wait:.1f} s): {states}",
+            retry_after=wait if busy and not tried else None,
+        )
 
     async def _ask_endpoint(self, endpoint: str, url: str, question: str) -> Any:
         structured = self.config.structured_output and not self.structured_refused

@@ -12,6 +12,7 @@ pool says so and when the first one may be tried again, instead of hammering one
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 from spotvlm_ros.core.types import Stamp, seconds_between
@@ -88,15 +89,20 @@ class EndpointPool:
         endpoint.failures = 0
         endpoint.health = Health.HEALTHY
 
-    def failed(self, endpoint: Endpoint, now: Stamp, error: str) -> float:
-        """It is down (connection, timeout, server error); returns the back-off (s)."""
+    def failed(self, endpoint: Endpoint, now: Stamp, error: str, escalate: bool = True) -> float:
+        """It is down (connection, server error) or slow (``escalate=False``: a timeout,
+        kept at the shortest back-off); returns the back-off (s). Requests that were in
+        flight when it went down fail too: they do not lengthen the back-off again."""
         endpoint.in_flight -= 1
         endpoint.failed += 1
-        endpoint.failures += 1
         endpoint.last_error = error
-        backoff = min(self.max_backoff_s, self.min_backoff_s * 2 ** (endpoint.failures - 1))
+        already_down = endpoint.health is Health.DOWN and not endpoint.usable(now)
+        if not already_down:
+            endpoint.failures += 1
+        steps = endpoint.failures - 1 if escalate else 0
+        backoff = min(self.max_backoff_s, self.min_backoff_s * 2**steps)
         endpoint.health = Health.DOWN
-        endpoint.until = now + int(backoff * NS)
+        endpoint.until = max(endpoint.until, now + int(backoff * NS))
         return backoff
 
     def busy(self, endpoint: Endpoint, now: Stamp, retry_after_s: float, error: str) -> None:
@@ -123,21 +129,29 @@ class EndpointPool:
         return out
 
 
+MAX_RETRY_AFTER_S = 60.0
+"""The longest a Retry-After is honoured (a server asking for hours is asked again sooner)."""
+
+
 def parse_retry_after(value: str | None, default_s: float) -> float:
-    """A ``Retry-After`` header's delay in seconds (delta-seconds or an HTTP date)."""
+    """A ``Retry-After`` header's delay in seconds (delta-seconds or an HTTP date), within
+    [0, MAX_RETRY_AFTER_S]; ``default_s`` when absent or unreadable."""
     if not value:
         return default_s
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
+        import datetime as dt
+        from email.utils import parsedate_to_datetime
 
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return default_s
+        if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+            when = when.replace(tzinfo=dt.timezone.utc)
+        seconds = (when - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    if not math.isfinite(seconds):
         return default_s
-    import datetime as dt
-
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))

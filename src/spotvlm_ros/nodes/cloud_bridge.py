@@ -113,6 +113,22 @@ class CloudBridge(Node):
                     low=16,
                     high=32768,
                 ),
+                endpoint_backoff_s=declare(
+                    self,
+                    "endpoint_backoff_s",
+                    2.0,
+                    "an LVLM replica that fails is skipped this long, doubling per failure [s]",
+                    low=0.1,
+                    high=600.0,
+                ),
+                endpoint_max_backoff_s=declare(
+                    self,
+                    "endpoint_max_backoff_s",
+                    60.0,
+                    "the longest a failed replica is skipped [s]",
+                    low=0.1,
+                    high=3600.0,
+                ),
                 user=declare(
                     self,
                     "user",
@@ -241,32 +257,35 @@ class CloudBridge(Node):
         except Exception as exc:  # the client never raises; this guards the bridge anyway
             outcome = LvlmOutcome(OutcomeKind.HTTP_ERROR, 0.0, error=repr(exc))
         now = self.get_clock().now().nanoseconds
-        with self._policy_lock:
-            stamp = stamp_of(frame.header.stamp)
+        try:
+            with self._policy_lock:
+                stamp = stamp_of(frame.header.stamp)
+                if outcome.retry_after is not None:
+                    # 429/503 from every replica: slow down, do not retry blindly
+                    self.policy.on_finished(stamp, None)
+                    self.policy.back_off(now, outcome.retry_after)
+                    self.backoffs += 1
+                else:
+                    # A timeout counts as the time waited: the cloud is at least that slow.
+                    # A refusal or a dead server answers fast, which says nothing of speed.
+                    timed = outcome.kind in (
+                        OutcomeKind.OK,
+                        OutcomeKind.TIMEOUT,
+                        OutcomeKind.UNPARSABLE,
+                    )
+                    self.policy.on_finished(stamp, (outcome.latency or None) if timed else None)
+                    if outcome.ok:
+                        self.policy.relieved()
             if outcome.retry_after is not None:
-                # 429/503 (or every endpoint down): slow down, do not retry blindly
-                self.policy.on_finished(stamp, None)
-                self.policy.back_off(now, outcome.retry_after)
-                self.backoffs += 1
-            else:
-                # A timeout counts as the time waited: the cloud is at least that slow now.
-                # A refusal or a dead server answers fast, which says nothing of its speed.
-                timed = outcome.kind in (
-                    OutcomeKind.OK,
-                    OutcomeKind.TIMEOUT,
-                    OutcomeKind.UNPARSABLE,
+                self.get_logger().warning(
+                    f"LVLM asked for less load ({outcome.error[:160]}): uploads wait "
+                    f"{outcome.retry_after:.1f} s, then at most every "
+                    f"{self.policy.pressure_at(now):.1f}x the usual spacing until answers "
+                    "come back",
+                    throttle_duration_sec=5.0,
                 )
-                self.policy.on_finished(stamp, (outcome.latency or None) if timed else None)
-                if outcome.ok:
-                    self.policy.relieved()
-        if outcome.retry_after is not None:
-            self.get_logger().warning(
-                f"LVLM asked for less load ({outcome.error[:160]}): uploads wait "
-                f"{outcome.retry_after:.1f} s, then at most every {self.policy.pressure:g}x "
-                "the usual spacing until answers come back",
-                throttle_duration_sec=5.0,
-            )
-        self._publish(frame, outcome)
+        finally:  # this runs on the client's loop thread: the result is published whatever
+            self._publish(frame, outcome)
 
     def _publish(self, frame: Frame, outcome: LvlmOutcome) -> None:
         with self._policy_lock:  # the diagnostics timer reads it from the executor thread
@@ -338,7 +357,7 @@ class CloudBridge(Node):
             "in_flight": self.policy.in_flight,
             "skipped_by_policy": self.skipped,
             "truncated_replies": self.truncated,
-            "upload_pressure": self.policy.pressure,
+            "upload_pressure": self.policy.pressure_at(now),
             "backoffs": self.backoffs,
             **{
                 f"endpoint {u}": v

@@ -73,7 +73,7 @@ class FleetResult:
     answered: int = 0
     on_time: int = 0
     refused: int = 0  # 429
-    lost: int = 0
+    lost: int = 0  # timed out (lost on the network, or too slow)
     latencies: list[float] = field(default_factory=list)  # answered round trips (s)
     ages: list[float] = field(default_factory=list)  # context age at each frame (s; inf: none)
     no_context: int = 0  # frames with no LVLM answer within delta
@@ -156,10 +156,29 @@ def simulate(config: FleetConfig) -> FleetResult:
         replica = replicas[r]
         replica.busy += 1
         service = rng.choice(config.service)
-        requests[req]["service"] = service
+        requests[req].update(service=service, started=t, state="service", replica=r)
         if scored(t):
             result.queue_delays.append(t - requests[req]["arrived"])
         at(t + service, "done", (r, req))
+
+    def free_slot(r: int, t: float, req: int) -> None:
+        """A slot of replica ``r`` frees at ``t`` (``req`` done or aborted)."""
+        replica = replicas[r]
+        replica.busy -= 1
+        if scored(t):  # the part of this service after the warm-up
+            result.busy_slot_s += min(t - requests[req]["started"], t - config.warm_up_s)
+        if replica.waiting:
+            _, queued = replica.waiting.pop(0)
+            start_service(r, t, queued)
+
+    def abort(info: dict[str, Any], req: int, t: float) -> None:
+        """The bridge gave up: a server drops the request (vLLM aborts a request whose
+        client has gone), from its queue or from its slot."""
+        if info.get("state") == "waiting":
+            replicas[info["replica"]].waiting.remove((info["arrived"], req))
+        elif info.get("state") == "service":
+            free_slot(info["replica"], t, req)
+        info["state"] = "aborted"
 
     while events:
         t, _, kind, payload = heapq.heappop(events)
@@ -190,33 +209,39 @@ def simulate(config: FleetConfig) -> FleetResult:
             requests[req] = {"camera": payload, "frame": t, "endpoint": endpoint}
             if scored(t):
                 result.uploads += 1
-            if rng.random() < config.loss:
-                at(t + config.timeout_s, "timeout", req)
-            else:
+            # the bridge gives up after its timeout, answered or not (a server still works
+            # on what it abandoned: its slot stays taken)
+            at(t + config.timeout_s, "timeout", req)
+            if rng.random() >= config.loss:
                 at(t + net(), "arrive", (urls.index(endpoint.url), req))
         elif kind == "arrive":
             r, req = payload
-            requests[req]["arrived"] = t
+            info = requests[req]
+            if info.get("settled"):
+                continue  # the bridge gave up before it arrived
+            info.update(arrived=t, replica=r)
             replica = replicas[r]
             if replica.busy < config.slots:
                 start_service(r, t, req)
             elif config.queue < 0 or len(replica.waiting) < config.queue:
                 replica.waiting.append((t, req))
+                info["state"] = "waiting"
                 result.max_waiting = max(result.max_waiting, len(replica.waiting))
             else:
+                info["state"] = "refused"
                 at(t + net(), "refused", req)
         elif kind == "done":
             r, req = payload
-            replica = replicas[r]
-            replica.busy -= 1
-            if scored(t):  # the part of this service after the warm-up
-                result.busy_slot_s += min(requests[req]["service"], t - config.warm_up_s)
-            if replica.waiting:
-                _, queued = replica.waiting.pop(0)
-                start_service(r, t, queued)
+            if requests[req].get("state") != "service":
+                continue  # aborted: its slot was freed then
+            requests[req]["state"] = "done"
+            free_slot(r, t, req)
             at(t + net(), "reply", req)
         elif kind in ("reply", "refused", "timeout"):
-            info = requests.pop(req := payload)
+            info = requests.get(req := payload)
+            if info is None or info.get("settled"):
+                continue  # already timed out (or answered): the later event changes nothing
+            info["settled"] = True
             cam = cameras[info["camera"]]
             sent = int(info["frame"] * NS)
             latency = t - info["frame"]
@@ -237,7 +262,8 @@ def simulate(config: FleetConfig) -> FleetResult:
                 if scored(info["frame"]):
                     result.refused += 1
             else:
-                cam.pool.failed(info["endpoint"], now, "timeout")
+                abort(info, req, t)
+                cam.pool.failed(info["endpoint"], now, "timeout", escalate=False)
                 cam.policy.on_finished(sent, config.timeout_s)
                 if scored(info["frame"]):
                     result.lost += 1
