@@ -112,6 +112,7 @@ def measure_fleet(args: argparse.Namespace) -> dict[str, float]:
             probe.lvlm[c].clear()
         repeats = max(1, int(args.seconds * 2 / len(frames)))
         sent = probe.stream(frames * repeats, hz=2.0)
+        svlm_rss = svlm_memory(launch.pid)
         time.sleep(args.deadline + 3.0)
     finally:
         probe.close()
@@ -140,7 +141,22 @@ def measure_fleet(args: argparse.Namespace) -> dict[str, float]:
         "upload_share": uploads / n_frames,
         "refused_share": refused / max(1, uploads),
         "frames": n_frames,
+        "svlm_rss_mib": svlm_rss,
     }
+
+
+def svlm_memory(root: int) -> list[float]:
+    """Resident memory (MiB) of each svlm_node process under the launch."""
+    import psutil
+
+    sizes = []
+    for child in psutil.Process(root).children(recursive=True):
+        try:
+            if "__node:=svlm_node" in child.cmdline():
+                sizes.append(child.memory_info().rss / 2**20)
+        except psutil.NoSuchProcess:
+            continue
+    return sizes
 
 
 def main() -> int:
@@ -199,6 +215,14 @@ def main() -> int:
         ]
     )
     print(validation)
+    rss = measured["svlm_rss_mib"]
+    memory = (
+        f"SVLM memory: {len(rss)} svlm_node processes (one per camera), "
+        + ", ".join(f"{r:.0f}" for r in rss)
+        + f" MiB resident each, {sum(rss):.0f} MiB in all (the tiny test model; a 3B in "
+        "bfloat16 adds about 7.5 GB of weights per process, on the GPU)."
+    )
+    print(memory)
 
     base = FleetConfig(
         replicas=2,
@@ -232,6 +256,8 @@ def main() -> int:
         f"median {statistics.median(trace):.3f} s), mean of 5 seeds of 600 s. *On-time "
         "share*: frames whose LVLM answer arrived within the deadline.\n\n"
         + validation
+        + "\n\n"
+        + memory
         + "\n\n**Sweep.** An emulated 72B-class serving engine: 2 replicas, 4 requests at "
         "once each with a FIFO queue behind (as vLLM queues), service time log-normal "
         "(median 2 s, sigma 0.5: the soak's emulated cloud, not a measured vLLM), deadline "
