@@ -256,3 +256,37 @@ def test_a_wrong_camera_topic_is_said_loudly_and_the_run_fails(tmp_path: Path) -
     assert naming and "camera_topic:=TOPIC" in naming[0], warnings
     assert "no frame was scored" in output
     assert "the evaluator scored no frame" in output
+
+
+@pytest.mark.parametrize("launch_file", ["spotvlm.launch.py", "fleet.launch.py"])
+def test_ctrl_c_in_a_terminal_stops_every_node_cleanly(tmp_path: Path, launch_file: str) -> None:
+    """Ctrl-C in a terminal signals the whole foreground group: every node gets SIGINT
+    from the terminal and again from launch. Each must still exit cleanly (once, the second
+    SIGINT killed them on their way out: exit -2 and a KeyboardInterrupt traceback)."""
+    log = tmp_path / "launch.log"
+    arguments = [f"model_path:={tiny_model_dir()}", "cloud:=false"]
+    if launch_file == "fleet.launch.py":
+        arguments.append("cameras:=cam_a,cam_b")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["ros2", "launch", "spotvlm_ros", launch_file, *arguments],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )
+        try:
+            expected = 2 if launch_file == "fleet.launch.py" else 1
+            deadline = time.monotonic() + 120.0
+            while log.read_text(errors="replace").count("active: answering frames") < expected:
+                assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+                assert time.monotonic() < deadline, "svlm_node never became active"
+                time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    output = log.read_text(errors="replace")
+    assert output.count("process has finished cleanly") == 3 * expected, output[-3000:]
+    assert_clean(output)

@@ -81,8 +81,11 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
                 node.destroy_node()
         finally:
             rclpy.try_shutdown()
-            signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, previous_int)
+            # The handlers stay ignoring: the process is ending, and a Ctrl-C in a terminal
+            # reaches every node twice (from the terminal, then forwarded by launch). Put
+            # back, the second one killed the interpreter on its way out (exit -2, or a
+            # KeyboardInterrupt traceback from torch's exit hooks; seen with three graphs).
+            del previous, previous_int
     return int(getattr(node, "exit_code", 0))
 
 
