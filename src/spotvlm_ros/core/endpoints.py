@@ -100,7 +100,7 @@ class EndpointPool:
         if not already_down:
             endpoint.failures += 1
         steps = endpoint.failures - 1 if escalate else 0
-        backoff = min(self.max_backoff_s, self.min_backoff_s * 2**steps)
+        backoff = float(min(self.max_backoff_s, self.min_backoff_s * 2.0**steps))
         endpoint.health = Health.DOWN
         endpoint.until = max(endpoint.until, now + int(backoff * NS))
         return backoff

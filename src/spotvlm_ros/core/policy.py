@@ -84,7 +84,8 @@ class UploadPolicy:
         """The spacing factor at ``now``, faded since the last 429/503."""
         if self._pressed_at is None or self.pressure <= 1.0:
             return 1.0
-        faded = 0.5 ** (max(0.0, seconds_between(self._pressed_at, now)) / PRESSURE_HALF_LIFE_S)
+        since = max(0.0, seconds_between(self._pressed_at, now))
+        faded = float(0.5 ** (since / PRESSURE_HALF_LIFE_S))
         return max(1.0, self.pressure * faded)
 
     @property
