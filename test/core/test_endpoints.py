@@ -68,3 +68,16 @@ def test_retry_after_in_seconds_or_as_an_http_date() -> None:
     assert parse_retry_after("soon", 1.0) == 1.0
     later = email.utils.formatdate(time.time() + 20, usegmt=True)
     assert 18.0 < parse_retry_after(later, 1.0) <= 20.0
+
+
+def test_a_lone_endpoint_is_asked_even_when_down_but_not_while_busy() -> None:
+    """With nothing to fail over to, skipping a dead server only delays noticing its return
+    (seen: a graph with one server answered fewer frames after the server came back)."""
+    pool = EndpointPool((A,))
+    a = pool.endpoints[0]
+    pool.started(a)
+    pool.failed(a, 0, "refused")
+    assert pool.choose(NS) is a  # down, asked anyway
+    pool.started(a)
+    pool.busy(a, NS, 5.0, "429")
+    assert pool.choose(2 * NS) is None  # the server asked for the wait: honoured

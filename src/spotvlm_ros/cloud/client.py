@@ -308,16 +308,19 @@ class LvlmClient:
         start = time.perf_counter()
         frame = (image.shape[1], image.shape[0])
         tried: set[str] = set()
+        last: LvlmOutcome | None = None
         try:
             while True:
                 now = time.monotonic_ns()
                 endpoint = self.pool.choose(now, frozenset(tried))
                 if endpoint is None:
-                    return self._none_usable(now, bool(tried), time.perf_counter() - start)
+                    if last is not None:  # no other replica to fail over to: its error
+                        return last
+                    return self._none_usable(now, False, time.perf_counter() - start)
                 tried.add(endpoint.url)
-                outcome, retry = await self._attempt(endpoint, url, question, frame, sent, start)
+                last, retry = await self._attempt(endpoint, url, question, frame, sent, start)
                 if not retry:
-                    return outcome
+                    return last
         finally:
             self._in_flight -= 1
 

@@ -3,7 +3,8 @@
 A request goes to the usable endpoint with the fewest requests in flight (ties in turn). An
 endpoint that refuses connections, times out or fails with a server error is *down* for a
 back-off that doubles with each failure in a row (``min_backoff_s`` .. ``max_backoff_s``);
-after it, the next request tries it again, and one success makes it healthy. An endpoint
+after it, the next request tries it again, and one success makes it healthy. (A pool of one
+endpoint asks it whatever its state, except while it is busy.) An endpoint
 that answers 429 or 503 is *busy* until its ``Retry-After`` (it works, but asked for
 less): other endpoints are preferred meanwhile. When every endpoint is down or busy the
 pool says so and when the first one may be tried again, instead of hammering one.
@@ -65,7 +66,15 @@ class EndpointPool:
 
     def choose(self, now: Stamp, exclude: frozenset[str] = frozenset()) -> Endpoint | None:
         """The endpoint to send the next request to, or None when none is usable now."""
-        usable = [e for e in self.endpoints if e.usable(now) and e.url not in exclude]
+        # A lone endpoint is never skipped for being down: there is no other to prefer, and
+        # asking it each time (a refused connection costs a millisecond) notices its return
+        # at once. A Retry-After (busy) is still honoured: the server asked for it.
+        lone = len(self.endpoints) == 1
+        usable = [
+            e
+            for e in self.endpoints
+            if (e.usable(now) or (lone and e.health is Health.DOWN)) and e.url not in exclude
+        ]
         if not usable:
             return None
         self._turn += 1
