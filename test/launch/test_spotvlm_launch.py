@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +55,10 @@ def spotvlm_launch() -> launch.LaunchDescription:
         "lvlm_model": "detector",
         "deadline": "2.0",
         "respawn_delay": "0.5",
+        # This probe listens to spotvlm/frame too: counted as one of the frame listeners, it
+        # let a respawned camera_ingest start before context_manager had matched it (a
+        # fresh-clone CI run lost two frames so). The graph's three and this probe, then.
+        "params_file": str(_frame_listeners_params()),
     }
     return launch.LaunchDescription(
         [
@@ -61,6 +66,13 @@ def spotvlm_launch() -> launch.LaunchDescription:
             launch_pytest.actions.ReadyToTest(),
         ]
     )
+
+
+def _frame_listeners_params() -> Path:
+    path = Path(__file__).resolve().parents[2] / "log" / "launch-test-params.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("/**/camera_ingest:\n  ros__parameters:\n    min_frame_subscribers: 4\n")
+    return path
 
 
 def stamps_of(messages: list) -> list[int]:
