@@ -142,7 +142,9 @@ def test_three_cameras_share_a_saturated_server_and_every_frame_stays_with_its_c
                     for r in probe.lvlm[camera]
                     if r.status == STATUS_OK and stamp_of_msg(r) > last
                 ]
-                assert later_ok or last >= sent[camera][-3], (camera, "no recovery")
+                # a 429 in the last 4 s holds uploads (1-1.5 s) and widens their spacing:
+                # the stream may end before the next answer
+                assert later_ok or last >= sent[camera][-8], (camera, "no recovery")
         print(
             "fleet: "
             + ", ".join(
