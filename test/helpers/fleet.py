@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from test.helpers.graph import stamp_of_msg
+from test.helpers.graph import stamp_of_msg, wait_for
 
 
 class FleetProbe:
@@ -69,11 +69,7 @@ class FleetProbe:
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``condition`` until true; fail with ``what`` after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-            time.sleep(0.05)
+        wait_for(condition, timeout, what)
 
     def wait_ready(self, timeout: float, frame_listeners: int = 3) -> None:
         """Every graph up: its camera topic read, its frame topic fully subscribed."""

@@ -64,6 +64,15 @@ def stamp_of_msg(msg: Any) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until true; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
 def node_processes(root: int, name: str) -> list[int]:
     """The pids of the processes below ``root`` that run the ROS node ``name``."""
     import psutil
@@ -177,11 +186,7 @@ class Probe:
 
     def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         """Poll ``condition`` until true; fail with ``what`` after ``timeout`` s."""
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-            time.sleep(0.05)
+        wait_for(condition, timeout, what)
 
     def wait_for_graph(
         self, timeout: float = 90.0, warm_up: np.ndarray | None = None, frame_listeners: int = 3

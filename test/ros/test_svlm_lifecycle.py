@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,25 +34,22 @@ def rss_mib(pid: int) -> float:
 @pytest.fixture
 def svlm() -> Iterator[subprocess.Popen[bytes]]:
     log = open(ROOT / "log" / "svlm-lifecycle.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
+    proc = start_svlm_node(tiny_model_dir(), log)
+    yield proc
+    stop_process(proc, signal.SIGINT, 20.0)
+    log.close()
+
+
+def start_svlm_node(model: Path, log: Any) -> subprocess.Popen[bytes]:
+    """svlm_node as a process (unconfigured), with ``model`` as its model_path."""
+    return subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "spotvlm_ros.nodes.svlm_node",
-            "--ros-args",
-            "-p",
-            f"model_path:={tiny_model_dir()}",
-            "-p",
-            "max_new_tokens:=4",
-            "-p",
-            "deadline_s:=5.0",
+            *(sys.executable, "-m", "spotvlm_ros.nodes.svlm_node", "--ros-args"),
+            *("-p", f"model_path:={model}", "-p", "max_new_tokens:=4", "-p", "deadline_s:=5.0"),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    yield proc
-    stop_process(proc, signal.SIGINT, 20.0)
-    log.close()
 
 
 def change(probe: Probe, transition: str) -> None:
@@ -156,22 +154,7 @@ def test_svlm_node_loads_the_published_checkpoint_layout_through_model_path() ->
 
     log_path = ROOT / "log" / "svlm-published-layout.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "spotvlm_ros.nodes.svlm_node",
-                "--ros-args",
-                "-p",
-                f"model_path:={published_model_dir()}",
-                "-p",
-                "max_new_tokens:=4",
-                "-p",
-                "deadline_s:=5.0",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = start_svlm_node(published_model_dir(), log)
         probe = Probe("published_layout_probe", overlays=False, camera=False)
         try:
             frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
