@@ -154,8 +154,8 @@ def graph(context: LaunchContext) -> list[Any]:
             "input_topic": values["camera_topic"],
             "transport": values["transport"],
             "rate_hz": float(values["rate"]),
-            # svlm_node, context_manager and cloud_bridge take the frames
-            "min_frame_subscribers": 2 + on("cloud"),
+            # the graph's nodes that take the frames
+            "frame_listeners": ["svlm_node", "context_manager"] + ["cloud_bridge"] * on("cloud"),
         },
     )
     svlm = node(

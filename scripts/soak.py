@@ -47,13 +47,17 @@ class Samples:
     pid: int
     times: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
+    anon_mib: list[float] = field(default_factory=list)
+    shmem_mib: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
 
-    def slope_per_10min(self, warm_up: float) -> float | None:
-        """Least-squares RSS slope over the samples from ``warm_up`` s after this process's
-        first sample (a respawned one loads its model again) (MiB per 10 min)."""
+    def slope_per_10min(self, warm_up: float, values: list[float] | None = None) -> float | None:
+        """Least-squares slope of ``values`` (default: private memory, RssAnon) over the
+        samples from ``warm_up`` s after this process's first sample (a respawned one loads
+        its model again) (MiB per 10 min)."""
         after = self.times[0] + warm_up
-        points = [(t, r) for t, r in zip(self.times, self.rss_mib, strict=True) if t >= after]
+        values = self.anon_mib if values is None else values
+        points = [(t, r) for t, r in zip(self.times, values, strict=True) if t >= after]
         if len(points) < 6:
             return None
         n = len(points)
@@ -65,16 +69,22 @@ class Samples:
         return sum((t - mt) * (r - mr) for t, r in points) / var * 600.0
 
 
-def sample(pid: int) -> tuple[float, float] | None:
-    """(RSS MiB, user+system CPU s) of a process, or None if it is gone."""
+def sample(pid: int) -> tuple[float, float, float, float] | None:
+    """(RSS, its private part RssAnon, its shared-memory part RssShmem (MiB), user+system
+    CPU s) of a process, or None if it is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
         stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    rss = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    kib = {
+        line.split(":")[0]: int(line.split()[1])
+        for line in status.splitlines()
+        if line.startswith(("VmRSS", "RssAnon", "RssShmem"))
+    }
     ticks = os.sysconf("SC_CLK_TCK")
-    return rss / 1024, (int(stat[11]) + int(stat[12])) / ticks
+    cpu = (int(stat[11]) + int(stat[12])) / ticks
+    return kib["VmRSS"] / 1024, kib["RssAnon"] / 1024, kib["RssShmem"] / 1024, cpu
 
 
 class ChaosServer:
@@ -169,7 +179,9 @@ def run(args: argparse.Namespace) -> dict:
                     s = series.setdefault(pid, Samples(name, pid))
                     s.times.append(t)
                     s.rss_mib.append(got[0])
-                    s.cpu_s.append(got[1])
+                    s.anon_mib.append(got[1])
+                    s.shmem_mib.append(got[2])
+                    s.cpu_s.append(got[3])
             if server_down_until and now >= server_down_until:
                 server.start()
                 server_down_until = 0.0
@@ -274,10 +286,12 @@ def main() -> int:
     text = report(figures, args)
     print(text)
     with open(ROOT / "log" / "soak" / "samples.csv", "w") as raw:  # for a second look
-        raw.write("name,pid,t_s,rss_mib,cpu_s\n")
+        raw.write("name,pid,t_s,rss_mib,anon_mib,shmem_mib,cpu_s\n")
         for s in figures["series"]:
-            for t, r, c in zip(s.times, s.rss_mib, s.cpu_s, strict=True):
-                raw.write(f"{s.name},{s.pid},{t:.1f},{r:.2f},{c:.2f}\n")
+            for row in zip(s.times, s.rss_mib, s.anon_mib, s.shmem_mib, s.cpu_s, strict=True):
+                raw.write(
+                    f"{s.name},{s.pid},{row[0]:.1f}," + ",".join(f"{x:.2f}" for x in row[1:]) + "\n"
+                )
     if not args.no_doc:
         update_section(ROOT / "docs" / "benchmarks.md", "soak", text)
     slopes = [

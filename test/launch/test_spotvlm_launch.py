@@ -55,10 +55,6 @@ def spotvlm_launch() -> launch.LaunchDescription:
         "lvlm_model": "detector",
         "deadline": "2.0",
         "respawn_delay": "0.5",
-        # This probe listens to spotvlm/frame too: counted as one of the frame listeners, it
-        # let a respawned camera_ingest start before context_manager had matched it (a
-        # fresh-clone CI run lost two frames so). The graph's three and this probe, then.
-        "params_file": str(_frame_listeners_params()),
     }
     return launch.LaunchDescription(
         [
@@ -66,13 +62,6 @@ def spotvlm_launch() -> launch.LaunchDescription:
             launch_pytest.actions.ReadyToTest(),
         ]
     )
-
-
-def _frame_listeners_params() -> Path:
-    path = Path(__file__).resolve().parents[2] / "log" / "launch-test-params.yaml"
-    path.parent.mkdir(exist_ok=True)
-    path.write_text("/**/camera_ingest:\n  ros__parameters:\n    min_frame_subscribers: 4\n")
-    return path
 
 
 def stamps_of(messages: list) -> list[int]:
@@ -237,7 +226,6 @@ def _server_ready() -> bool:
 
 
 def test_launch_files_are_installed() -> None:
-    from pathlib import Path
 
     share = Path(FindPackageShare("spotvlm_ros").find("spotvlm_ros"))
     assert (share / "launch" / "spotvlm.launch.py").is_file()
@@ -256,7 +244,6 @@ RVIZ_TYPES = {
 def test_every_rviz_display_shows_a_topic_the_graph_publishes(probe: Probe) -> None:
     """config/spotvlm.rviz, as installed: each display's topic is published by the running
     graph (or is the camera it listens to) with the display's type and a QoS it accepts."""
-    from pathlib import Path
 
     import yaml
     from rclpy.qos import ReliabilityPolicy

@@ -51,7 +51,7 @@ class IngestConfig:
     max_age_s: float
     no_input_warning_s: float
     frame_listeners_wait_s: float
-    min_frame_subscribers: int
+    frame_listeners: tuple[str, ...]
 
 
 class CameraIngest(Node):
@@ -99,14 +99,14 @@ class CameraIngest(Node):
                 low=0.5,
                 high=3600.0,
             ),
-            min_frame_subscribers=declare(
-                self,
-                "min_frame_subscribers",
-                1,
-                "take the camera once at least this many subscribers of the frames have "
-                "matched (the launch file sets the graph's count)",
-                low=0,
-                high=64,
+            frame_listeners=tuple(
+                declare(
+                    self,
+                    "frame_listeners",
+                    ["svlm_node", "context_manager"],
+                    "nodes (in this node's namespace) whose frame subscriptions must have "
+                    "matched before the camera is taken (the launch file names the graph's)",
+                )
             ),
             frame_listeners_wait_s=declare(
                 self,
@@ -118,6 +118,11 @@ class CameraIngest(Node):
                 high=3600.0,
             ),
         )
+        if not all(name and "/" not in name for name in self.config.frame_listeners):
+            raise StartupError(
+                f"camera_ingest: frame_listeners {list(self.config.frame_listeners)} must be "
+                "node names without a namespace (e.g. svlm_node)"
+            )
         if self.config.transport not in TRANSPORTS:
             raise StartupError(
                 f"camera_ingest: transport {self.config.transport!r} must be one of "
@@ -184,28 +189,45 @@ class CameraIngest(Node):
         self.get_logger().warning(self._no_input_message(seconds_between(silent_since, now), seen))
 
     def _frame_listeners_matched(self, now: int) -> bool:
-        """Whether the Frame publisher has matched every subscriber the graph knows of.
+        """Whether the Frame publisher has matched the graph's frame listeners.
 
         A frame published before a reader has matched this publisher never reaches it,
         reliable QoS or not: after a respawn of this node, context_manager lost the first
-        frames that way and never answered them. So the camera is taken only once they
-        have matched (or after frame_listeners_wait_s, with a warning).
+        frames that way and never answered them. So the camera is taken once every node
+        named in frame_listeners has been discovered subscribing and every discovered
+        subscriber has matched (or after frame_listeners_wait_s, with a warning). Listeners
+        are named, not counted: a recorder or probe on the topic must not stand in for a
+        node of the graph that is not there yet.
         """
+        missing = self._missing_listeners()
         matched = self._publisher.get_subscription_count()
         known = self.count_subscribers(self._publisher.topic_name)
-        # `known` alone is not enough right after a start: nodes not yet discovered do not
-        # count. The launch file says how many there are (min_frame_subscribers).
-        if matched >= max(self.config.min_frame_subscribers, known):
+        if not missing and matched >= known:
             return True
         if seconds_between(self._started_ns, now) < self.config.frame_listeners_wait_s:
             return False
+        waiting_for = (
+            f"{', '.join(missing)} not subscribed to {self._publisher.topic_name}"
+            if missing
+            else f"{matched} of {known} subscribers of {self._publisher.topic_name} matched"
+        )
         self.get_logger().warning(
-            f"taking the camera although {matched} of {known} subscribers of "
-            f"{self._publisher.topic_name} have matched (after "
-            f"{self.config.frame_listeners_wait_s:.0f} s): is the rest of the graph running?",
+            f"taking the camera although {waiting_for} after "
+            f"{self.config.frame_listeners_wait_s:.0f} s: frames they miss are not answered. "
+            "Is the rest of the graph running (same namespace and ROS_DOMAIN_ID)?",
             throttle_duration_sec=30.0,
         )
         return True
+
+    def _missing_listeners(self) -> list[str]:
+        """The frame_listeners not (yet) seen subscribing to the frames."""
+        namespace = self.get_namespace()
+        present = {
+            info.node_name
+            for info in self.get_subscriptions_info_by_topic(self._publisher.topic_name)
+            if info.node_namespace == namespace
+        }
+        return [name for name in self.config.frame_listeners if name not in present]
 
     def _subscribe(self, topic: str, cls: type) -> None:
         self.subscribed.append((topic, cls))
