@@ -77,6 +77,8 @@ def publish_frame(probe: Probe, publisher: object, seq: int) -> int:
 
 
 def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) -> None:
+    from diagnostic_msgs.msg import DiagnosticArray
+
     from spotvlm_msgs.msg import Frame
     from spotvlm_ros.ros import qos
     from spotvlm_ros.ros.convert import stamp_of
@@ -84,6 +86,17 @@ def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) ->
     probe = Probe("lifecycle_probe", overlays=False, camera=False)
     try:
         frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
+        states: list[str] = []  # of svlm_node's statuses, in order
+        probe.node.create_subscription(
+            DiagnosticArray,
+            "/diagnostics",
+            lambda a: states.extend(
+                next(v.value for v in s.values if v.key == "state")
+                for s in a.status
+                if s.name == "svlm_node: inference"
+            ),
+            50,
+        )
         probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
         unloaded = rss_mib(svlm.pid)
         # the ros2 CLI, as on a robot (a cold CLI may not have discovered the node yet:
@@ -101,6 +114,9 @@ def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) ->
         else:
             change(probe, "configure")
         assert probe.svlm_state() == "inactive"
+        # diagnostics went on during the load (the executor was busy configuring)
+        probe.wait_for(lambda: states[-1:] == ["inactive"], 10.0, "diagnostics after configure")
+        assert "configuring" in states, states
         loaded = rss_mib(svlm.pid)
         assert loaded - unloaded > 100, (unloaded, loaded)  # the tiny model is ~160 MB
         probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its frame topic")

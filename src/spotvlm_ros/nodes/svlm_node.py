@@ -20,6 +20,8 @@ import gc
 import os
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,10 +227,11 @@ class SvlmNode(LifecycleNode):
                 raise ValueError(
                     f"history_form must be 'text' or 'chat', got {self.config.history_form!r}"
                 )
-            self.backend = QwenSvlm.load(QwenSvlmConfig(**self._backend_config_args))
-            for note in self.backend.notes:
-                self.get_logger().info(note)
-            warm_up_s = self._warm_up()
+            with self._loading_diagnostics(model):
+                self.backend = QwenSvlm.load(QwenSvlmConfig(**self._backend_config_args))
+                for note in self.backend.notes:
+                    self.get_logger().info(note)
+                warm_up_s = self._warm_up()
         except (SvlmError, ValueError) as exc:
             self.backend = None
             self.get_logger().fatal(f"svlm_node cannot configure: {exc}")
@@ -266,6 +269,36 @@ class SvlmNode(LifecycleNode):
             f"warm-up answer in {warm_up_s:.2f} s"
         )
         return TransitionCallbackReturn.SUCCESS
+
+    @contextlib.contextmanager
+    def _loading_diagnostics(self, model: str) -> Iterator[None]:
+        """Keep /diagnostics saying what this node is doing while it loads the model.
+
+        The load runs in the configure transition, on the executor's one thread (a lifecycle
+        transition returns its outcome), so the 1 Hz diagnostics timer waits behind it: a
+        real checkpoint takes tens of seconds, and a monitor would see the node go silent.
+        A side thread publishes the status instead until the load is over.
+        """
+        done = threading.Event()
+        start = time.monotonic()
+        name = self.get_fully_qualified_name()
+
+        def beat() -> None:
+            while not done.is_set() and self.context.ok():
+                elapsed = time.monotonic() - start
+                message = f"not answering yet: loading {model} ({elapsed:.0f} s)"
+                values = {"state": "configuring", "loading_for_s": elapsed}
+                item = status("svlm_node: inference", name, WARN, message, values)
+                self._diagnostics.publish([item])
+                done.wait(1.0)
+
+        thread = threading.Thread(target=beat, name="svlm_loading_diagnostics", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _warm_up(self) -> float:
         """Answer one blank frame, so that the first real frame does not pay for torch's
