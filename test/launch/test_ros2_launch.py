@@ -95,6 +95,9 @@ def test_a_bag_from_the_shared_data_is_answered_frame_by_frame(
     )
     assert rc == 0, output[-4000:]
     assert "svlm_node is active: starting the bag player" in output
+    # the bag is held until svlm_node is active: camera_ingest says what it waits for, and
+    # does not warn of a silent camera while no frame is wanted or when the bag comes
+    assert "no camera frame for" not in output, output[-4000:]
     answers = probe.answers
     assert len(answers) == frames, [(a.frame_seq, a.source) for a in answers]
     assert len({stamp_of(a.header.stamp) for a in answers}) == frames  # one per frame

@@ -96,7 +96,7 @@ def test_a_missing_listener_is_named_when_the_wait_runs_out(probe: Probe) -> Non
     finally:
         stop_process(ingest, signal.SIGINT, 10.0)
     text = LOG.read_text()
-    assert "context_manager, no_such_node not subscribed to /spotvlm/frame" in text, text
+    assert "context_manager, no_such_node not listening on /spotvlm/frame" in text, text
 
 
 def test_a_namespaced_listener_name_is_refused() -> None:

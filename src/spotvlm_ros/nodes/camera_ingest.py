@@ -139,6 +139,8 @@ class CameraIngest(Node):
         self.subscribed: list[tuple[str, type]] = []
         self._started_ns = self.get_clock().now().nanoseconds
         self._last_input_ns: int | None = None
+        self._ready_ns: int | None = None  # when the graph first listened for frames
+        self._subscribed_ns = 0  # when the camera was taken
         self._last_warning_ns = 0
         self._warned_about: list[str] | None = None
         self.base_topic = self.resolve_topic_name(self.config.input_topic)
@@ -163,9 +165,13 @@ class CameraIngest(Node):
         return raw_options + compressed_options
 
     def _watch_input(self) -> None:
-        """Subscribe once a publisher appears on an accepted topic; warn while none sends."""
+        """Subscribe once a publisher appears on an accepted topic and the graph listens for
+        frames; warn while no frame arrives although the graph is ready for them."""
         now = self.get_clock().now().nanoseconds
         if not self.subscribed:
+            missing = self._listeners_missing()
+            if not missing and self._ready_ns is None:
+                self._ready_ns = now
             published = dict(self.get_topic_names_and_types())
             candidates = self._candidates()
             found = [(t, c) for t, c in candidates if _type_name(c) in published.get(t, [])]
@@ -173,10 +179,26 @@ class CameraIngest(Node):
                 # a fixed transport subscribes at once, so that a driver that starts later
                 # is met as by any ROS subscriber: compressed on <base> and <base>/compressed
                 found = candidates
-            if found and self._frame_listeners_matched(now):
+            waited = seconds_between(self._started_ns, now)
+            if found and (not missing or waited >= self.config.frame_listeners_wait_s):
+                if missing:
+                    self._warn_taking_anyway(missing)
                 for topic, cls in found[:1] if self.config.transport == "auto" else found:
                     self._subscribe(topic, cls)
-        silent_since = self._last_input_ns or self._started_ns
+                self._ready_ns = self._ready_ns or now
+                self._subscribed_ns = now
+            elif self._ready_ns is None:
+                # Frames are not wanted yet (svlm_node subscribes once its model is loaded;
+                # the launch file holds the bag until then): say so, not that none arrives
+                if waited >= self.config.no_input_warning_s:
+                    self.get_logger().info(
+                        f"waiting for {', '.join(missing)} to listen on "
+                        f"{self._publisher.topic_name} before taking the camera "
+                        f"({waited:.0f} s; svlm_node listens once its model is loaded)",
+                        throttle_duration_sec=30.0,
+                    )
+                return
+        silent_since = self._silent_since()
         if seconds_between(silent_since, now) < self.config.no_input_warning_s:
             return
         # Said again every 30 s, and at once when the image topics on the graph change (a
@@ -188,8 +210,16 @@ class CameraIngest(Node):
         self._last_warning_ns, self._warned_about = now, seen
         self.get_logger().warning(self._no_input_message(seconds_between(silent_since, now), seen))
 
-    def _frame_listeners_matched(self, now: int) -> bool:
-        """Whether the Frame publisher has matched the graph's frame listeners.
+    def _silent_since(self) -> int:
+        """Since when a frame has been due and none has come: the last frame, or the moment
+        the graph was ready for frames, or the subscription to the camera (node clock, ns)."""
+        return max(
+            self._last_input_ns or 0, self._ready_ns or self._started_ns, self._subscribed_ns
+        )
+
+    def _listeners_missing(self) -> list[str]:
+        """What the camera still waits for: the frame_listeners not seen subscribing to the
+        frames, or (all seen) the subscribers not yet matched with this publisher.
 
         A frame published before a reader has matched this publisher never reaches it,
         reliable QoS or not: after a respawn of this node, context_manager lost the first
@@ -202,22 +232,17 @@ class CameraIngest(Node):
         missing = self._missing_listeners()
         matched = self._publisher.get_subscription_count()
         known = self.count_subscribers(self._publisher.topic_name)
-        if not missing and matched >= known:
-            return True
-        if seconds_between(self._started_ns, now) < self.config.frame_listeners_wait_s:
-            return False
-        waiting_for = (
-            f"{', '.join(missing)} not subscribed to {self._publisher.topic_name}"
-            if missing
-            else f"{matched} of {known} subscribers of {self._publisher.topic_name} matched"
-        )
+        if missing or matched >= known:
+            return missing
+        return [f"{known - matched} of {known} subscribers (not yet matched)"]
+
+    def _warn_taking_anyway(self, missing: list[str]) -> None:
         self.get_logger().warning(
-            f"taking the camera although {waiting_for} after "
-            f"{self.config.frame_listeners_wait_s:.0f} s: frames they miss are not answered. "
-            "Is the rest of the graph running (same namespace and ROS_DOMAIN_ID)?",
-            throttle_duration_sec=30.0,
+            f"taking the camera although {', '.join(missing)} not listening on "
+            f"{self._publisher.topic_name} after {self.config.frame_listeners_wait_s:.0f} s: "
+            "frames they miss are not answered. Is the rest of the graph running (same "
+            "namespace and ROS_DOMAIN_ID)?"
         )
-        return True
 
     def _missing_listeners(self) -> list[str]:
         """The frame_listeners not (yet) seen subscribing to the frames."""
@@ -345,9 +370,11 @@ class CameraIngest(Node):
     def _publish_diagnostics(self) -> None:
         now = self.get_clock().now().nanoseconds
         topic = self.subscribed[0][0] if self.subscribed else self.base_topic
-        silent = seconds_between(self._last_input_ns or self._started_ns, now)
+        silent = seconds_between(self._silent_since(), now)
         rate = self._admitted_recent.rate(now)
-        if silent >= self.config.no_input_warning_s:
+        if self._ready_ns is None and not self.subscribed:
+            level, message = OK, "waiting for the graph to listen for frames"
+        elif silent >= self.config.no_input_warning_s:
             level, message = WARN, f"no camera frame for {silent:.0f} s on {topic}"
         elif recent_rejections := len(self._rejected_recent.values(now)):
             level = WARN
