@@ -229,7 +229,13 @@ class CameraIngest(Node):
         are named, not counted: a recorder or probe on the topic must not stand in for a
         node of the graph that is not there yet.
         """
-        missing = self._missing_listeners()
+        namespace = self.get_namespace()
+        present = {
+            info.node_name
+            for info in self.get_subscriptions_info_by_topic(self._publisher.topic_name)
+            if info.node_namespace == namespace
+        }
+        missing = [name for name in self.config.frame_listeners if name not in present]
         matched = self._publisher.get_subscription_count()
         known = self.count_subscribers(self._publisher.topic_name)
         if missing or matched >= known:
@@ -243,16 +249,6 @@ class CameraIngest(Node):
             "frames they miss are not answered. Is the rest of the graph running (same "
             "namespace and ROS_DOMAIN_ID)?"
         )
-
-    def _missing_listeners(self) -> list[str]:
-        """The frame_listeners not (yet) seen subscribing to the frames."""
-        namespace = self.get_namespace()
-        present = {
-            info.node_name
-            for info in self.get_subscriptions_info_by_topic(self._publisher.topic_name)
-            if info.node_namespace == namespace
-        }
-        return [name for name in self.config.frame_listeners if name not in present]
 
     def _subscribe(self, topic: str, cls: type) -> None:
         self.subscribed.append((topic, cls))
