@@ -46,6 +46,7 @@ from spotvlm_ros.ros.convert import (
 from spotvlm_ros.ros.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, status
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import run_node
+from spotvlm_ros.svlm.hold import HOLD_DIR_VARIABLE, GenerationHold
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class SvlmNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._publisher: Any = None
         self._subscriptions: list[Any] = []
+        self._hold = GenerationHold.from_environment()
         self.counts = {"answered": 0, "dropped": 0, "errors": 0, "ignored_inactive": 0}
         self.error_after_s = declare(
             self,
@@ -251,6 +253,12 @@ class SvlmNode(LifecycleNode):
                 f"{model} is a randomly initialised TEST model: every answer is meaningless. "
                 f"Set the parameter `{MODEL_PARAMETER}` to a Qwen2.5-VL folder for real answers."
             )
+        if self._hold is not None:
+            self._hold.closing.clear()
+            self.get_logger().warning(
+                f"{HOLD_DIR_VARIABLE} is set: every frame's decoding waits at a test gate in "
+                f"{self._hold.folder} (unset it outside tests)"
+            )
         self._closing = False
         self._publisher = self.create_lifecycle_publisher(
             SvlmResult, topics.SVLM_RESULT, qos.RESULTS
@@ -357,6 +365,8 @@ class SvlmNode(LifecycleNode):
         with self._lock:
             self._closing = True
             self._lock.notify()
+        if self._hold is not None:
+            self._hold.closing.set()
         self._worker.join(timeout=30.0)
         self._worker = None
 
@@ -459,6 +469,7 @@ class SvlmNode(LifecycleNode):
                 focus=focus,
                 ggvr=self.config.ggvr and focus is not None,
                 gtvr=self.config.gtvr and focus is not None,
+                on_token=self._hold.for_frame(frame.seq) if self._hold is not None else None,
             )
         except SvlmError as exc:
             self.counts["errors"] += 1

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -575,9 +575,15 @@ class QwenSvlm:
 
     @torch.inference_mode()
     def generate(
-        self, prepared: Prepared, max_new_tokens: int | None = None
+        self,
+        prepared: Prepared,
+        max_new_tokens: int | None = None,
+        on_token: Callable[[int], None] | None = None,
     ) -> tuple[list[int], float]:
-        """Greedy decoding with the KV cache; returns (token ids, prefill seconds)."""
+        """Greedy decoding with the KV cache; returns (token ids, prefill seconds).
+
+        ``on_token(n)`` is called after the n-th new token (svlm_node's test hold uses it).
+        """
         limit = max_new_tokens or self.config.max_new_tokens
         length = prepared.inputs_embeds.shape[1]
         start = time.perf_counter()
@@ -598,6 +604,8 @@ class QwenSvlm:
         embed = self.model.get_input_embeddings()
         while True:
             tokens.append(token)
+            if on_token is not None:
+                on_token(len(tokens))
             if token in self._stop_ids or len(tokens) >= limit:
                 break
             position = torch.full((3, 1, 1), next_position, dtype=torch.long, device=self.device)
@@ -628,6 +636,7 @@ class QwenSvlm:
         ggvr: bool = False,
         gtvr: bool = False,
         max_new_tokens: int | None = None,
+        on_token: Callable[[int], None] | None = None,
     ) -> SvlmOutput:
         """Answer ``question`` about ``image`` (H x W x 3 RGB uint8)."""
         start = time.perf_counter()
@@ -642,7 +651,7 @@ class QwenSvlm:
             gtvr=gtvr,
         )
         prepare_time = time.perf_counter() - start
-        tokens, prefill = self.generate(prepared, max_new_tokens)
+        tokens, prefill = self.generate(prepared, max_new_tokens, on_token)
         total = time.perf_counter() - start
         answer = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         return SvlmOutput(
