@@ -125,15 +125,35 @@ def test_project_client_finds_cars_in_bdd100k(server: str, frames: list[np.ndarr
     assert any(r.label == "car" for o in outcomes for r in o.rois)
 
 
+def drawn_and_observed(url: str, frames: list[np.ndarray]) -> list[tuple[float, float]]:
+    """Each request's latency as the server drew it (its response header) and as seen."""
+    from spotvlm_ros.cloud.server import INJECTED_LATENCY_HEADER
+
+    pairs = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for frame in frames:
+            start = time.perf_counter()
+            reply = http.post("/chat/completions", json=chat_body(data_url(jpeg(frame))))
+            assert reply.status_code == 200, reply.text
+            drawn = float(reply.headers[INJECTED_LATENCY_HEADER])
+            pairs.append((drawn, time.perf_counter() - start))
+    return pairs
+
+
 def test_injected_latency_is_observed(frames: list[np.ndarray]) -> None:
+    """The reply waits at least the injected latency (more is the machine's own time)."""
     with lvlm_server("--detector-model", str(DETECTOR), "--latency", "1.0") as url:
         outcomes = ask_many(url, frames[:3])
+        pairs = drawn_and_observed(url, frames[:2])
     for o in outcomes:
         assert o.kind is OutcomeKind.OK
-        assert 1.0 <= o.latency < 1.6
+        assert o.latency >= 1.0
+    assert all(drawn == 1.0 and seen >= drawn for drawn, seen in pairs), pairs
 
 
 def test_uniform_latency_is_seeded_and_repeats(frames: list[np.ndarray]) -> None:
+    """The same seed draws the same latencies (compared as drawn: the time observed adds
+    this machine's own processing, which varies)."""
     runs = []
     for _ in range(2):
         with lvlm_server(
@@ -148,9 +168,11 @@ def test_uniform_latency_is_seeded_and_repeats(frames: list[np.ndarray]) -> None
             "--seed",
             "7",
         ) as url:
-            runs.append([o.latency for o in ask_many(url, frames[:4])])
-    assert all(0.2 <= x < 1.5 for x in runs[0])
-    assert max(abs(a - b) for a, b in zip(runs[0], runs[1], strict=True)) < 0.15
+            runs.append(drawn_and_observed(url, frames[:4]))
+    drawn = [[d for d, _ in run] for run in runs]
+    assert drawn[0] == drawn[1]
+    assert all(0.2 <= d <= 1.2 for d in drawn[0]) and len(set(drawn[0])) == 4
+    assert all(seen >= d for run in runs for d, seen in run)
 
 
 @pytest.mark.parametrize(
@@ -165,8 +187,11 @@ def test_uniform_latency_is_seeded_and_repeats(frames: list[np.ndarray]) -> None
 def test_each_injected_fault_surfaces_as_its_typed_result(
     flag: str, kind: OutcomeKind, frames: list[np.ndarray]
 ) -> None:
+    # a short request timeout only where a hang is injected: a cold first request on a busy
+    # machine must not turn the other faults into timeouts
+    timeout = 1.5 if flag == "--hang-rate" else 60.0
     with lvlm_server("--detector-model", str(DETECTOR), flag, "1.0") as url:
-        [outcome] = ask_many(url, frames[:1], timeout=1.5)
+        [outcome] = ask_many(url, frames[:1], timeout=timeout)
     assert outcome.kind is kind, outcome
     if flag == "--error-rate":
         assert outcome.http_status == 500

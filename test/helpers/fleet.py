@@ -129,6 +129,25 @@ class FleetProbe:
                 sent[camera].append(self.publish(camera, rgb))
         return dict(sent)
 
+    def feed_until(
+        self,
+        camera: str,
+        rgb: np.ndarray,
+        condition: Callable[[], bool],
+        timeout: float,
+        what: str,
+        hz: float = 2.0,
+    ) -> None:
+        """Publish frames on ``camera`` at ``hz`` until ``condition`` holds (for what needs
+        frames to happen: a bridge's recovery, a replica tried again), however long that
+        takes on this machine; fail with ``what`` after ``timeout`` s."""
+        give_up = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+            self.publish(camera, rgb)
+            time.sleep(1.0 / hz)
+
     def diagnostic_values(self, key_part: str) -> list[dict[str, str]]:
         """The key/value pairs of every latest status whose key contains ``key_part``."""
         latest = list(self.diagnostics.items())  # the executor thread may add keys meanwhile

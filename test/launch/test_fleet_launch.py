@@ -96,10 +96,13 @@ def test_three_cameras_share_a_saturated_server_and_every_frame_stays_with_its_c
             probe.answers[camera].clear()
             probe.lvlm[camera].clear()
         sent = probe.stream(frames * 3, hz=2.0)  # 12 s, 3 cameras: ~6 requests/s offered
-        time.sleep(1.0)
         for camera in CAMERAS:
+            probe.wait_for(
+                lambda c=camera: len(set(probe.admitted[c]) & set(sent[c])) >= len(sent[c]) - 1,
+                30.0,
+                f"{camera}'s frames admitted (a best-effort camera may lose one)",
+            )
             admitted = set(probe.admitted[camera]) & set(sent[camera])
-            assert len(admitted) >= len(sent[camera]) - 1, (camera, len(admitted))
             probe.wait_for(
                 lambda c=camera, a=admitted: a <= {stamp_of_msg(x) for x in probe.answers[c]},
                 30.0,
@@ -133,18 +136,21 @@ def test_three_cameras_share_a_saturated_server_and_every_frame_stays_with_its_c
         admitted_all = sum(len(set(probe.admitted[c]) & set(sent[c])) for c in CAMERAS)
         # ~6 frames/s offered, at most 2 served at once for 0.6 s each (~3.3/s)
         assert uploads < 0.9 * admitted_all, (uploads, admitted_all)
-        # ... and recovered: after its last 429 each such bridge got LVLM answers again
+        # ... and recovered: after its last 429 each such bridge gets LVLM answers again (a
+        # 429 near the stream's end holds uploads and widens their spacing: frames go on
+        # until the recovery shows, however long the hold lasts on this machine)
         for camera, refusals in rejected.items():
             if refusals:
                 last = max(stamp_of_msg(r) for r in refusals)
-                later_ok = [
-                    r
-                    for r in probe.lvlm[camera]
-                    if r.status == STATUS_OK and stamp_of_msg(r) > last
-                ]
-                # a 429 in the last 4 s holds uploads (1-1.5 s) and widens their spacing:
-                # the stream may end before the next answer
-                assert later_ok or last >= sent[camera][-8], (camera, "no recovery")
+                probe.feed_until(
+                    camera,
+                    frames[0],
+                    lambda c=camera, t=last: any(
+                        r.status == STATUS_OK and stamp_of_msg(r) > t for r in probe.lvlm[c]
+                    ),
+                    120.0,
+                    f"{camera}: an LVLM answer after its last 429",
+                )
         print(
             "fleet: "
             + ", ".join(
@@ -226,21 +232,30 @@ def test_a_replica_killed_mid_run_is_skipped_and_used_again_once_it_returns(
         replicas[dead_port].wait()
         killed = time.monotonic()
         live_before = health(live_port)["served"]
-        time.sleep(5.0)
         # answers kept coming from the live replica while the other was dead
-        during = [
-            r for t, r in probe.lvlm_arrivals["cam_a"] if killed + 1.0 < t and r.status == STATUS_OK
-        ]
-        assert during, "no LVLM answer while one replica was dead"
-        assert health(live_port)["served"] > live_before
+        probe.wait_for(
+            lambda: any(
+                killed + 1.0 < t and r.status == STATUS_OK
+                for t, r in list(probe.lvlm_arrivals["cam_a"])
+            ),
+            60.0,
+            "an LVLM answer while one replica was dead",
+        )
+        probe.wait_for(
+            lambda: health(live_port)["served"] > live_before, 30.0, "the live replica serving"
+        )
         replicas[dead_port] = start_replica(dead_port)
         probe.wait_for(lambda: _up(dead_port), 60.0, "the killed replica back")
         stream.join()
-        # back-offs of 2 s, 4 s, 8 s: the returned replica is tried again and answers
-        probe.wait_for(
-            lambda: health(dead_port)["served"] > 0, 30.0, "the returned replica to be used"
+        # back-offs of 1 s, 2 s, then 3 s: the returned replica is tried again and answers
+        # (frames go on until it is, if the stream ended first)
+        probe.feed_until(
+            "cam_a",
+            frames[0],
+            lambda: health(dead_port)["served"] > 0,
+            120.0,
+            "the returned replica to be used",
         )
-        time.sleep(1.0)
         admitted = set(probe.admitted["cam_a"]) & set(sent["cam_a"])
         probe.wait_for(
             lambda: admitted <= {stamp_of_msg(a) for a in probe.answers["cam_a"]},

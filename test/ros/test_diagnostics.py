@@ -3,7 +3,6 @@ concern, and the levels mean something (here: a dead cloud, an SVLM that cannot 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,9 +28,7 @@ def probe() -> Iterator[Probe]:
     p.close()
 
 
-def test_every_node_reports_at_1_hz_with_levels_that_mean_something(
-    probe: Probe, tmp_path: Path
-) -> None:
+def test_every_node_reports_with_levels_that_mean_something(probe: Probe, tmp_path: Path) -> None:
     arrays: list[DiagnosticArray] = []
     probe.node.create_subscription(DiagnosticArray, "/diagnostics", arrays.append, 50)
     log_dir = tmp_path / "logs"
@@ -51,27 +48,46 @@ def test_every_node_reports_at_1_hz_with_levels_that_mean_something(
         "--set",
         "context_manager.warn_after_s=3.0",
     )
+
+    def statuses() -> dict[str, list[DiagnosticStatus]]:
+        by_name: dict[str, list[DiagnosticStatus]] = {}
+        for array in list(arrays):
+            for s in array.status:
+                by_name.setdefault(s.name, []).append(s)
+        return by_name
+
+    def reached(name: str, level: bytes) -> bool:
+        return any(s.level == level for s in statuses().get(name, []))
+
     with running_graph(log_dir, *args):
         probe.wait_for_graph(timeout=120.0)
         arrays.clear()
-        started = time.monotonic()
-        probe.publish_at_rate(real_frames(14), hz=2.0)
-        time.sleep(1.5)
-        elapsed = time.monotonic() - started
-    statuses: dict[str, list[DiagnosticStatus]] = {}
-    for array in arrays:
-        for s in array.status:
-            statuses.setdefault(s.name, []).append(s)
-    assert set(NAMES) <= set(statuses), (sorted(statuses), logs(log_dir)[-3000:])
-    for name in NAMES:  # at 1 Hz (half of that is enough here: the machine may be loaded)
-        assert len(statuses[name]) >= elapsed / 2, (name, len(statuses[name]), elapsed)
-        assert all(s.hardware_id for s in statuses[name])
+        stamps = probe.publish_at_rate(real_frames(14), hz=2.0)
+        # the levels the failures lead to, once their 3 s have passed in the nodes' time
+        for name, level in (
+            ("cloud_bridge: LVLM", DiagnosticStatus.WARN),
+            ("svlm_node: inference", DiagnosticStatus.ERROR),
+            ("context_manager: answers", DiagnosticStatus.WARN),
+        ):
+            probe.wait_for(lambda n=name, lv=level: reached(n, lv), 60.0, f"{name} at {level!r}")
+        probe.wait_for(lambda: set(stamps) <= set(probe.answer_arrivals), 60.0, "every answer")
+        # every node goes on reporting: a status from each after all the frames were answered
+        seen = {name: len(statuses().get(name, [])) for name in NAMES}
+        probe.wait_for(
+            lambda: all(len(statuses().get(n, [])) > seen[n] for n in NAMES),
+            30.0,
+            "one more status from every node",
+        )
+    by_name = statuses()
+    assert set(NAMES) <= set(by_name), (sorted(by_name), logs(log_dir)[-3000:])
+    for name in NAMES:
+        assert all(s.hardware_id for s in by_name[name])
 
     def levels(name: str) -> set[bytes]:
-        return {s.level for s in statuses[name]}
+        return {s.level for s in by_name[name]}
 
     def last(name: str, level: bytes) -> DiagnosticStatus:
-        return [s for s in statuses[name] if s.level == level][-1]
+        return [s for s in by_name[name] if s.level == level][-1]
 
     assert DiagnosticStatus.WARN in levels("cloud_bridge: LVLM")
     assert "no LVLM answer for" in last("cloud_bridge: LVLM", DiagnosticStatus.WARN).message
@@ -80,8 +96,12 @@ def test_every_node_reports_at_1_hz_with_levels_that_mean_something(
     assert "every frame dropped or failed" in error.message
     assert "exceeds the limit of 1000 pixels" in error.message  # why, as the node saw it
     assert DiagnosticStatus.WARN in levels("context_manager: answers")
-    ingest = statuses["camera_ingest: input"][-3]
-    values = {kv.key: kv.value for kv in ingest.values}
-    assert ingest.level == DiagnosticStatus.OK and float(values["admitted_rate_hz"]) > 0.5
-    keys = {kv.key for s in statuses["cloud_bridge: LVLM"] for kv in s.values}
+    # camera_ingest itself is fine: it admitted every frame (a count, not a rate)
+    ingest = [
+        s
+        for s in by_name["camera_ingest: input"]
+        if {kv.key: kv.value for kv in s.values}.get("admitted") == str(len(stamps))
+    ]
+    assert any(s.level == DiagnosticStatus.OK for s in ingest), by_name[NAMES[0]][-3:]
+    keys = {kv.key for s in by_name["cloud_bridge: LVLM"] for kv in s.values}
     assert {"latency_p95_s", "failing_for_s", "outcome_connection"} <= keys

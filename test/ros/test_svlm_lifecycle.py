@@ -113,7 +113,7 @@ def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) ->
             assert "Transitioning successful" in out.stdout, out.stdout + out.stderr
         else:
             change(probe, "configure")
-        assert probe.svlm_state() == "inactive"
+        probe.wait_for(lambda: probe.svlm_state() == "inactive", 30.0, "svlm_node inactive")
         # diagnostics went on during the load (the executor was busy configuring)
         probe.wait_for(lambda: states[-1:] == ["inactive"], 10.0, "diagnostics after configure")
         assert "configuring" in states, states
@@ -140,7 +140,7 @@ def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) ->
         # cleanup gives the weights' memory back (what stays is code: the torch and
         # transformers modules the first load imported)
         change(probe, "cleanup")
-        assert probe.svlm_state() == "unconfigured"
+        probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 30.0, "svlm_node unconfigured")
         weights = sum(f.stat().st_size for f in tiny_model_dir().glob("*.safetensors")) / 2**20
         cleaned = rss_mib(svlm.pid)
         assert loaded - cleaned > 0.8 * weights, (unloaded, loaded, cleaned, weights)

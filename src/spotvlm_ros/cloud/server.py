@@ -148,6 +148,10 @@ def _max_tokens(payload: dict[str, Any]) -> int | None:
     return value
 
 
+INJECTED_LATENCY_HEADER = "x-spotvlm-injected-latency"
+"""Response header: the latency (s) drawn for the request (the reply waits at least that)."""
+
+
 def _parse_request(payload: Any, config: ServerConfig) -> ChatRequest:
     if not isinstance(payload, dict):
         raise ApiError(400, "the request body must be a JSON object")
@@ -366,7 +370,9 @@ def create_app(config: ServerConfig, backend: Backend) -> FastAPI:
                         "completion_tokens": made.completion_tokens or len(reply.split()),
                         "total_tokens": made.completion_tokens or len(reply.split()),
                     },
-                }
+                },
+                # what was drawn, for a client (or test) checking the latency model
+                headers={INJECTED_LATENCY_HEADER: f"{latency:.6f}"},
             )
         except ApiError as exc:
             return error(exc)

@@ -434,6 +434,7 @@ class ContextManager(Node):
             "history_turns": len(self.history.turns()),
             "invalid_for_s": failing,
             "lost_frames": self.lost,
+            "overlays_skipped": self.overlays_skipped,
         }
         name = self.get_fully_qualified_name()
         self._diagnostics.publish(
