@@ -384,3 +384,63 @@ def test_a_429_with_retry_after_is_back_pressure_not_a_blind_retry(
     assert "no LVLM endpoint usable now" in second.error  # type: ignore[attr-defined]
     assert len(handler.requests) == 1
     assert handler.requests[0]["user"] == "robot1/CAM_FRONT"  # what gateways rate-limit by
+
+
+def chat_reply(content: str) -> bytes:
+    """An OpenAI chat completion holding ``content``."""
+    message = {"role": "assistant", "content": content}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    return json.dumps({"id": "x", "object": "chat.completion", "model": "m", "choices": [choice]})
+
+
+def boxes(count: int) -> str:
+    """A grounding reply with ``count`` valid boxes, scores rising with the index."""
+    objects = [
+        {"bbox_2d": [i % 1000, 10, i % 1000 + 20, 40], "label": "car", "score": i / count}
+        for i in range(count)
+    ]
+    return "Cars.\n```json\n" + json.dumps(objects) + "\n```"
+
+
+def test_a_huge_reply_is_not_read_and_says_why(canned: tuple[str, type[_Canned]]) -> None:
+    """10 MB of valid boxes: refused by its Content-Length before the body is read."""
+    url, handler = canned
+    handler.reply = (200, chat_reply(boxes(240_000)).encode())
+    assert len(handler.reply[1]) > 10_000_000
+    outcome = ask(url)
+    assert outcome.kind is OutcomeKind.UNPARSABLE, outcome  # type: ignore[attr-defined]
+    assert "over max_reply_bytes (262144)" in outcome.error  # type: ignore[attr-defined]
+
+
+def test_a_huge_chunked_reply_is_cut_while_reading(canned: tuple[str, type[_Canned]]) -> None:
+    """No Content-Length (chunked, as a streaming proxy sends it): cut at the limit."""
+    url, handler = canned
+    body = chat_reply("x" * 2_000_000).encode()
+
+    def do_post(self: _Canned) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for start in range(0, len(body), 65536):
+            chunk = body[start : start + 65536]
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
+
+    handler.do_POST = do_post  # type: ignore[method-assign]
+    outcome = ask(url, max_reply_bytes=100_000)
+    assert outcome.kind is OutcomeKind.UNPARSABLE, outcome  # type: ignore[attr-defined]
+    assert "exceeds max_reply_bytes (100000 bytes)" in outcome.error  # type: ignore[attr-defined]
+
+
+def test_rois_beyond_max_rois_are_cut_to_the_highest_scoring(
+    canned: tuple[str, type[_Canned]],
+) -> None:
+    url, handler = canned
+    handler.reply = (200, chat_reply(boxes(500)).encode())
+    outcome = ask(url, max_reply_bytes=4_000_000, max_rois=100)
+    assert outcome.kind is OutcomeKind.OK  # type: ignore[attr-defined]
+    assert len(outcome.rois) == 100 and outcome.rois_cut == 400  # type: ignore[attr-defined]
+    assert min(r.score for r in outcome.rois) >= 400 / 500  # type: ignore[attr-defined]
+    assert any("kept the 100 highest-scoring" in p for p in outcome.problems)  # type: ignore[attr-defined]

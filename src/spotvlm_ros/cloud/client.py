@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
+import functools
+import importlib
 import os
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,7 +25,7 @@ import numpy as np
 from spotvlm_ros.core.endpoints import Endpoint, EndpointPool, Health, parse_retry_after
 from spotvlm_ros.core.focus import smart_resize
 from spotvlm_ros.core.parsing import Coordinates, parse_reply
-from spotvlm_ros.core.types import Roi
+from spotvlm_ros.core.types import Roi, keep_best_rois
 from spotvlm_ros.core.vocab import Vocabulary, vocabulary
 from spotvlm_ros.imaging import swap_red_blue
 
@@ -115,6 +118,9 @@ class LvlmClientConfig:
         retry_after_s: how long a 429/503 without a Retry-After header holds uploads.
         endpoint_backoff_s, endpoint_max_backoff_s: a replica that fails is skipped this
             long, doubling with each failure in a row up to the maximum.
+        max_reply_bytes: a reply body larger than this is not read (refused as
+            unparsable): nothing a server sends makes the work per frame unbounded.
+        max_rois: ROIs kept per reply, the highest-scoring (in the reply's order).
     """
 
     base_url: str = "http://127.0.0.1:8000/v1"
@@ -134,6 +140,8 @@ class LvlmClientConfig:
     retry_after_s: float = 1.0
     endpoint_backoff_s: float = 2.0
     endpoint_max_backoff_s: float = 60.0
+    max_reply_bytes: int = 256 * 1024
+    max_rois: int = 100
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -152,6 +160,11 @@ class LvlmClientConfig:
             raise ValueError(
                 f"timeout must be > 0 s and max_in_flight >= 1, got {self.timeout}, "
                 f"{self.max_in_flight}"
+            )
+        if self.max_reply_bytes < 1024 or self.max_rois < 0:
+            raise ValueError(
+                f"need max_reply_bytes >= 1024 and max_rois >= 0, got {self.max_reply_bytes}, "
+                f"{self.max_rois}"
             )
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
@@ -174,6 +187,7 @@ class LvlmOutcome:
     truncated: bool = False  # the server's token limit cut the reply (finish_reason length)
     endpoint: str = ""  # the endpoint that answered (or failed last)
     retry_after: float | None = None  # s: the server asked for less load (429/503)
+    rois_cut: int = 0  # valid ROIs beyond max_rois, not kept
 
     @property
     def ok(self) -> bool:
@@ -221,6 +235,55 @@ def interpret_reply(
         )
     labels = vocab.parse_answer(parsed.answer) | vocab.normalize_all(r.label for r in parsed.rois)
     return parsed.answer, labels, tuple(rois), parsed.problems
+
+
+class ReplyTooLargeError(Exception):
+    """A reply body over ``max_reply_bytes``: not read further."""
+
+
+@functools.cache
+def _capped_stream_class(base: type) -> type:
+    """A response stream, on ``base`` (the AsyncByteStream of the httpx package the openai SDK
+    uses: httpx, or httpx2 from openai 3), that stops with ReplyTooLargeError past its limit."""
+
+    class CappedStream(base):  # type: ignore[misc, valid-type]
+        def __init__(self, stream: Any, limit: int) -> None:
+            self._stream = stream
+            self._limit = limit
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            total = 0
+            async for chunk in self._stream:
+                total += len(chunk)
+                if total > self._limit:
+                    raise ReplyTooLargeError(
+                        f"the reply exceeds max_reply_bytes ({self._limit} bytes): not read further"
+                    )
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._stream.aclose()
+
+    return CappedStream
+
+
+def _http_package(client_class: type) -> Any:
+    """The httpx package ``client_class`` (an SDK's AsyncClient subclass) is built on."""
+    for base in client_class.__mro__:
+        if base.__name__ == "AsyncClient" and hasattr(
+            module := importlib.import_module(base.__module__.split(".")[0]), "AsyncByteStream"
+        ):
+            return module
+    raise RuntimeError(f"{client_class} is not an httpx AsyncClient")
+
+
+def _too_large(exc: BaseException | None) -> ReplyTooLargeError | None:
+    """The ReplyTooLargeError behind ``exc`` (the SDK wraps what the transport raised)."""
+    while exc is not None:
+        if isinstance(exc, ReplyTooLargeError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _extra(message: Any, name: str) -> Any:
@@ -276,15 +339,29 @@ class LvlmClient:
                 api_key=key or "EMPTY",
                 timeout=config.timeout,
                 max_retries=0,
-                http_client=DefaultAsyncHttpxClient(verify=verify),
+                http_client=DefaultAsyncHttpxClient(
+                    verify=verify, event_hooks={"response": [self._cap_reply]}
+                ),
             )
             for url in config.urls
         }
+        self._capped = _capped_stream_class(_http_package(DefaultAsyncHttpxClient).AsyncByteStream)
         self.pool = EndpointPool(
             config.urls, config.endpoint_backoff_s, config.endpoint_max_backoff_s
         )
         self._in_flight = 0
         self.structured_refused = ""  # why the server refused response_format, once it did
+
+    async def _cap_reply(self, response: Any) -> None:
+        """Refuse a reply over max_reply_bytes: by its Content-Length before reading, and
+        while reading when it has none (chunked)."""
+        limit = self.config.max_reply_bytes
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise ReplyTooLargeError(
+                f"the reply is {int(length)} bytes, over max_reply_bytes ({limit}): not read"
+            )
+        response.stream = self._capped(response.stream, limit)
 
     @property
     def in_flight(self) -> int:
@@ -449,6 +526,14 @@ class LvlmClient:
         )
         if cut:
             problems = (f"{limit} (finish_reason length)", *problems)
+        kept = keep_best_rois(rois, self.config.max_rois)
+        rois_cut = len(rois) - len(kept)
+        if rois_cut:
+            problems = (
+                f"{len(rois)} ROIs in the reply: kept the {len(kept)} highest-scoring (max_rois)",
+                *problems,
+            )
+            rois = kept
         if not answer and not rois:
             return LvlmOutcome(
                 OutcomeKind.UNPARSABLE,
@@ -467,6 +552,7 @@ class LvlmClient:
             model,
             problems=problems,
             truncated=bool(cut),
+            rois_cut=rois_cut,
         )
 
     def _failure(self, exc: Exception, latency: float, endpoint: str = "") -> LvlmOutcome:
@@ -474,6 +560,11 @@ class LvlmClient:
 
         # whatever a library puts in its exception text, the key never leaves this object
         text = redact(f"{type(exc).__name__}: {exc}", self._secret)[:500]
+        too_large = _too_large(exc)
+        if too_large is not None:  # the server answered: not an endpoint fault
+            return LvlmOutcome(
+                OutcomeKind.UNPARSABLE, latency, error=str(too_large), endpoint=endpoint
+            )
         if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError)):
             return LvlmOutcome(OutcomeKind.TIMEOUT, latency, error=text, endpoint=endpoint)
         if isinstance(exc, openai.APIConnectionError):

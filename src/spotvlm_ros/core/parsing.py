@@ -48,6 +48,28 @@ class ParsedReply:
         return not self.problems
 
 
+DROP_REASONS = (
+    ("no bbox_2d", "no_box"),
+    ("is not 4 numbers", "not_4_numbers"),
+    ("has non-numbers", "non_numbers"),
+    ("is not finite", "not_finite"),
+    ("no label", "no_label"),
+    ("is empty or outside the image", "outside_image"),
+)
+"""What a problem message says of a dropped box, and the short reason it is counted under."""
+
+
+def dropped_box_reasons(problems: tuple[str, ...] | list[str]) -> dict[str, int]:
+    """How many boxes ``problems`` (from :func:`parse_reply`) say were dropped, by reason."""
+    counts: dict[str, int] = {}
+    for problem in problems:
+        for text, reason in DROP_REASONS:
+            if text in problem:
+                counts[reason] = counts.get(reason, 0) + 1
+                break
+    return counts
+
+
 def parse_reply(
     text: str,
     *,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 Stamp = int
@@ -87,3 +88,11 @@ class Roi:
     box: Box
     score: float = 1.0
     track_id: int | None = None
+
+
+def keep_best_rois(rois: Sequence[Roi], limit: int) -> tuple[Roi, ...]:
+    """At most ``limit`` ROIs: the highest-scoring, in their original order."""
+    if len(rois) <= limit:
+        return tuple(rois)
+    best = sorted(range(len(rois)), key=lambda i: -rois[i].score)[:limit]
+    return tuple(rois[i] for i in sorted(best))

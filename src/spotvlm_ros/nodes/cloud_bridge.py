@@ -21,7 +21,7 @@ from std_msgs.msg import Header
 from spotvlm_msgs.msg import Frame, LvlmResult
 from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, LvlmOutcome, OutcomeKind
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
-from spotvlm_ros.core.parsing import Coordinates
+from spotvlm_ros.core.parsing import Coordinates, dropped_box_reasons
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
 from spotvlm_ros.core.task import DEFAULT_QUESTION
 from spotvlm_ros.imaging import ImageError
@@ -136,6 +136,23 @@ class CloudBridge(Node):
                     "the OpenAI `user` field of every request (what vLLM and gateways log and "
                     "rate-limit by); '' = this graph's namespace, e.g. robot1/cam_front",
                 ),
+                max_reply_bytes=declare(
+                    self,
+                    "max_reply_bytes",
+                    256 * 1024,
+                    "a larger LVLM reply is not read (counted, said): a real VLM's grounding "
+                    "JSON is a few KB [bytes]",
+                    low=1024,
+                    high=64 * 2**20,
+                ),
+                max_rois=declare(
+                    self,
+                    "max_rois",
+                    100,
+                    "ROIs kept per LVLM reply, the highest-scoring (the rest counted, said)",
+                    low=0,
+                    high=10000,
+                ),
                 structured_output=declare(
                     self,
                     "structured_output",
@@ -199,6 +216,9 @@ class CloudBridge(Node):
         self._last_error = ""
         self.skipped = 0
         self.truncated = 0  # replies cut by max_tokens
+        self.rois_cut = 0  # valid ROIs beyond max_rois, not kept
+        self.boxes_dropped: Counter[str] = Counter()  # invalid boxes in replies, by reason
+        self._said_rois_cut = False
         self.backoffs = 0  # 429/503 answers that slowed the uploads down
         self._said_structured_refused = False
         self._results = self.create_publisher(LvlmResult, topics.LVLM_RESULT, qos.RESULTS)
@@ -308,6 +328,25 @@ class CloudBridge(Node):
                 "(raise cloud_bridge's max_tokens or the server's limit)",
                 throttle_duration_sec=10.0,
             )
+        dropped = dropped_box_reasons(outcome.problems)
+        if dropped or outcome.rois_cut:
+            with self._policy_lock:
+                self.boxes_dropped.update(dropped)
+                self.rois_cut += outcome.rois_cut
+            if dropped:
+                self.get_logger().warning(
+                    f"LVLM reply for frame {frame.seq}: {sum(dropped.values())} invalid box(es) "
+                    f"dropped ({', '.join(f'{k} {v}' for k, v in sorted(dropped.items()))}; "
+                    f"totals in diagnostics)",
+                    throttle_duration_sec=10.0,
+                )
+            if outcome.rois_cut and not self._said_rois_cut:
+                self._said_rois_cut = True
+                self.get_logger().warning(
+                    f"LVLM reply for frame {frame.seq} held {len(outcome.rois) + outcome.rois_cut}"
+                    f" ROIs: kept the {len(outcome.rois)} highest-scoring (max_rois); later "
+                    "cuts are counted in diagnostics (rois_cut)"
+                )
         if outcome.ok:
             self._latencies.add(now, outcome.latency)
         else:
@@ -357,6 +396,8 @@ class CloudBridge(Node):
             "in_flight": self.policy.in_flight,
             "skipped_by_policy": self.skipped,
             "truncated_replies": self.truncated,
+            "rois_cut": self.rois_cut,
+            **{f"boxes_dropped_{k}": v for k, v in sorted(self.boxes_dropped.items())},
             "upload_pressure": self.policy.pressure_at(now),
             "backoffs": self.backoffs,
             **{

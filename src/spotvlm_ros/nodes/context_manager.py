@@ -32,6 +32,10 @@ from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
+    MAX_LABELS_IN,
+    MAX_ROIS_IN,
+    bounded_text,
+    cut_count,
     detection_publisher,
     detections_to_msg,
     entries_to_msgs,
@@ -157,6 +161,7 @@ class ContextManager(Node):
         # Overlays are drawn off the decision path, latest first: a slow drawing never delays
         # an answer, and an overlay superseded before it is drawn is skipped (and counted).
         self.overlays_skipped = 0
+        self.rois_cut = 0  # ROIs beyond MAX_ROIS_IN in received LVLM results
         self._overlay_job: tuple[Frame, Decision, list[Roi], Stamp | None] | None = None
         self._overlay_ready = threading.Condition()
         self._closing = False
@@ -238,8 +243,10 @@ class ContextManager(Node):
             self._svlm_rois[stamp] = stamp_of(result.roi_source_stamp)
             bound(self._svlm_rois, self.config.frames_kept)
         if result.status == SvlmResult.STATUS_OK:
-            self.history.add_svlm(stamp, result.question, result.answer)
-            candidate = Candidate(Source.SVLM, result.answer, frozenset(result.labels), self._now())
+            answer = bounded_text(result.answer)
+            self.history.add_svlm(stamp, bounded_text(result.question), answer)
+            labels = frozenset(result.labels[:MAX_LABELS_IN])
+            candidate = Candidate(Source.SVLM, answer, labels, self._now())
             decision = self.arbiter.offer(stamp, candidate)
             decided = [decision] if decision else []
             update = self._context_update()
@@ -260,7 +267,8 @@ class ContextManager(Node):
             decided = [decision] if decision else []
             update = None
         else:
-            outcome = self.history.replace(stamp, result.answer, arrival, result.question)
+            answer = bounded_text(result.answer)
+            outcome = self.history.replace(stamp, answer, arrival, bounded_text(result.question))
             if outcome is ReplacementOutcome.STALE:
                 self.get_logger().info(
                     f"LVLM answer for frame {result.frame_seq} arrived "
@@ -268,12 +276,21 @@ class ContextManager(Node):
                     throttle_duration_sec=10.0,
                 )
             rois = rois_from_msgs(result.rois)
+            if cut := cut_count(result.rois, MAX_ROIS_IN):
+                self.rois_cut += cut
+                self.get_logger().warning(
+                    f"LVLM result for frame {result.frame_seq} holds {len(result.rois)} ROIs: "
+                    f"kept the {MAX_ROIS_IN} highest-scoring (is cloud_bridge's max_rois set "
+                    "higher, or another node publishing?)",
+                    throttle_duration_sec=10.0,
+                )
             if rois:  # kept for the overlays, whether or not they go to the SVLM
                 self._roi_sets[stamp] = rois
                 bound(self._roi_sets, self.config.frames_kept)
             if rois and outcome in (ReplacementOutcome.REPLACED, ReplacementOutcome.INSERTED):
                 self._latest_rois = (stamp, rois)
-            candidate = Candidate(Source.LVLM, result.answer, frozenset(result.labels), arrival)
+            labels = frozenset(result.labels[:MAX_LABELS_IN])
+            candidate = Candidate(Source.LVLM, answer, labels, arrival)
             decision = self.arbiter.offer(stamp, candidate)
             decided = [decision] if decision else []
             update = self._context_update()
@@ -435,6 +452,7 @@ class ContextManager(Node):
             "invalid_for_s": failing,
             "lost_frames": self.lost,
             "overlays_skipped": self.overlays_skipped,
+            "rois_cut": self.rois_cut,
         }
         name = self.get_fully_qualified_name()
         self._diagnostics.publish(

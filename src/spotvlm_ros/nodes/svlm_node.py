@@ -37,6 +37,7 @@ from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
+    MAX_HISTORY_IN,
     entries_to_msgs,
     entry_from_msg,
     image_to_rgb,
@@ -444,9 +445,11 @@ class SvlmNode(LifecycleNode):
         focus = None
         history = ContextReplacement()
         if context is not None:
+            # bounded: a context update from another publisher is not trusted either
+            size = min(max(1, context.history_size), MAX_HISTORY_IN)
             history = ContextReplacement.from_turns(
-                ContextConfig(max(1, context.history_size), context.max_delay),
-                (entry_from_msg(h) for h in context.history),
+                ContextConfig(size, context.max_delay),
+                (entry_from_msg(h) for h in context.history[-MAX_HISTORY_IN:]),
             )
             roi_stamp = stamp_of(context.roi_source_stamp)
             if (

@@ -64,9 +64,38 @@ def rois_to_msgs(rois: Iterable[Roi]) -> list[RoiMsg]:
     return [roi_to_msg(r) for r in rois]
 
 
-def rois_from_msgs(msgs: Iterable[RoiMsg]) -> list[Roi]:
-    """Core ROIs from several messages."""
+MAX_ROIS_IN = 100
+"""ROIs a node takes from one received message (the highest-scoring): the LVLM's ROIs are
+bounded by cloud_bridge's max_rois already, but a message from another publisher is not
+trusted to be."""
+
+MAX_HISTORY_IN = 64
+"""History entries a node takes from one received message."""
+
+MAX_LABELS_IN = 256
+"""Labels a node takes from one received message."""
+
+MAX_TEXT_IN = 4096
+"""Characters of an answer or question a node takes from one received message."""
+
+
+def rois_from_msgs(msgs: Sequence[RoiMsg], limit: int = MAX_ROIS_IN) -> list[Roi]:
+    """Core ROIs from several messages: at most ``limit``, the highest-scoring (see
+    :func:`cut_count` to say how many were left out)."""
+    if len(msgs) > limit:
+        by_score = sorted(range(len(msgs)), key=lambda i: -float(msgs[i].score))[:limit]
+        msgs = [msgs[i] for i in sorted(by_score)]
     return [roi_from_msg(m) for m in msgs]
+
+
+def cut_count(msgs: Sequence[object], limit: int) -> int:
+    """How many of ``msgs`` a bound of ``limit`` leaves out."""
+    return max(0, len(msgs) - limit)
+
+
+def bounded_text(text: str, limit: int = MAX_TEXT_IN) -> str:
+    """``text`` cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[:limit]
 
 
 def entry_to_msg(entry: HistoryEntry) -> HistoryEntryMsg:
@@ -80,8 +109,13 @@ def entry_to_msg(entry: HistoryEntry) -> HistoryEntryMsg:
 
 
 def entry_from_msg(msg: HistoryEntryMsg) -> HistoryEntry:
-    """A core HistoryEntry."""
-    return HistoryEntry(stamp_of(msg.stamp), msg.question, msg.answer, Source(msg.source))
+    """A core HistoryEntry (its texts bounded by MAX_TEXT_IN)."""
+    return HistoryEntry(
+        stamp_of(msg.stamp),
+        bounded_text(msg.question),
+        bounded_text(msg.answer),
+        Source(msg.source),
+    )
 
 
 def entries_to_msgs(entries: Sequence[HistoryEntry]) -> list[HistoryEntryMsg]:
