@@ -189,3 +189,71 @@ def test_svlm_node_loads_the_published_checkpoint_layout_through_model_path() ->
     assert "capped by max_pixels 200704" in text
     assert "generation_config.json asks for" in text and "not used" in text
     assert "attention sdpa" in text
+
+
+def test_lifecycle_cycles_while_frames_flow_leave_svlm_node_as_a_fresh_start(
+    svlm: subprocess.Popen[bytes],
+) -> None:
+    """deactivate, cleanup, configure, activate, twice, with frames and context updates
+    arriving throughout: after cleanup the node holds no subscription (a subscription left
+    behind once kept its executor spinning at 100 % and starved inference), and after each
+    cycle it answers again."""
+    import threading
+
+    from spotvlm_msgs.msg import ContextUpdate, Frame
+    from spotvlm_ros.ros import qos
+    from spotvlm_ros.ros.convert import stamp_of
+
+    probe = Probe("cycle_probe", overlays=False, camera=False)
+    stop = threading.Event()
+    try:
+        frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
+        context = probe.node.create_publisher(ContextUpdate, "/spotvlm/context", qos.LATCHED)
+        sent: list[int] = []
+
+        def feed() -> None:
+            while not stop.is_set():
+                sent.append(publish_frame(probe, frames, len(sent)))
+                context.publish(ContextUpdate(history_size=4, max_delay=10.0))
+                stop.wait(0.5)
+
+        probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
+        change(probe, "configure")
+        change(probe, "activate")
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        for cycle in range(3):
+            answered = {stamp_of(r.header.stamp) for r in probe.svlm if r.status == 0}
+            mark = len(sent)
+            probe.wait_for(
+                lambda a=answered, m=mark: any(
+                    stamp_of(r.header.stamp) not in a
+                    and stamp_of(r.header.stamp) in sent[m:]
+                    and r.status == 0
+                    for r in list(probe.svlm)
+                ),
+                60.0,
+                f"a frame answered in cycle {cycle}",
+            )
+            if cycle == 2:
+                break
+            change(probe, "deactivate")
+            change(probe, "cleanup")
+            for topic in ("/spotvlm/frame", "/spotvlm/context"):
+                probe.wait_for(
+                    lambda t=topic: probe.node.count_subscribers(t) == 0,
+                    30.0,
+                    f"no subscriber left on {topic} after cleanup",
+                )
+            change(probe, "configure")
+            change(probe, "activate")
+            for topic in ("/spotvlm/frame", "/spotvlm/context"):
+                probe.wait_for(
+                    lambda t=topic: probe.node.count_subscribers(t) == 1,
+                    30.0,
+                    f"exactly one subscriber on {topic} after configure",
+                )
+    finally:
+        stop.set()
+        probe.close()
+    assert svlm.poll() is None

@@ -80,7 +80,10 @@ class SvlmNode(LifecycleNode):
         self.compressor: Any = None  # made with the backend's tokenizer at configure
         self._worker: threading.Thread | None = None
         self._publisher: Any = None
-        self._subscriptions: list[Any] = []
+        # not `_subscriptions`: that is rclpy Node's own list of every subscription; sharing
+        # its name made cleanup destroy only every other one (an orphaned context
+        # subscription then kept the executor spinning at 100 % after cleanup/configure)
+        self._inputs: list[Any] = []
         self._hold = GenerationHold.from_environment()
         self.counts = {"answered": 0, "dropped": 0, "errors": 0, "ignored_inactive": 0}
         self.error_after_s = declare(
@@ -94,6 +97,7 @@ class SvlmNode(LifecycleNode):
         self._streak = FailureStreak()
         self._inference = RecentValues(30.0)  # answered frames' inference time [s]
         self._queue = RecentValues(30.0)  # and their wait before inference [s]
+        self._failed = RecentValues(30.0)  # frames dropped or failed (1 each)
         self._last_failure = ""
         self._diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0, self._publish_diagnostics)
@@ -264,7 +268,7 @@ class SvlmNode(LifecycleNode):
         self._publisher = self.create_lifecycle_publisher(
             SvlmResult, topics.SVLM_RESULT, qos.RESULTS
         )
-        self._subscriptions = [
+        self._inputs = [
             self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS),
             self.create_subscription(ContextUpdate, topics.CONTEXT, self._on_context, qos.LATCHED),
         ]
@@ -349,9 +353,9 @@ class SvlmNode(LifecycleNode):
 
     def _unload(self) -> None:
         self._stop_worker()
-        for sub in self._subscriptions:
+        for sub in self._inputs:
             self.destroy_subscription(sub)
-        self._subscriptions = []
+        self._inputs = []
         if self._publisher is not None:
             self.destroy_lifecycle_publisher(self._publisher)
             self._publisher = None
@@ -521,6 +525,7 @@ class SvlmNode(LifecycleNode):
             self._queue.add(now, result.queue_delay)
         else:
             self._last_failure = result.error
+            self._failed.add(now, 1.0)
         publisher.publish(result)
 
     def _publish_diagnostics(self) -> None:
@@ -534,6 +539,12 @@ class SvlmNode(LifecycleNode):
         elif failing >= self.error_after_s:
             level = ERROR
             message = f"every frame dropped or failed for {failing:.0f} s: {self._last_failure}"
+        elif (failed := len(self._failed.values(now))) > len(times):
+            level = WARN
+            message = (
+                f"most frames dropped or failed: {failed} in {self._failed.window_s:.0f} s "
+                f"against {len(times)} answered (last: {self._last_failure})"
+            )
         else:
             level = OK
             message = f"answering, p95 inference {p95:.2f} s" if p95 is not None else "answering"
