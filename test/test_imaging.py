@@ -117,3 +117,18 @@ def test_bad_raw_images(kwargs: dict[str, object], message: str) -> None:
     args.update(kwargs)
     with pytest.raises(ImageError, match=message):
         raw_to_rgb(**args)  # type: ignore[arg-type]
+
+
+def test_a_wrong_step_is_named_as_the_step_not_as_truncated_data() -> None:
+    """360x480 rgb8 data (518400 bytes, rows of 1080) with step 1430: every pixel is there,
+    the step field is what is wrong, and the message says so, naming it."""
+    data = bytes(480 * 360 * 3)
+    with pytest.raises(ImageError) as too_long:
+        raw_to_rgb(data, 360, 480, "rgb8", 1430)
+    assert "step 1430 does not fit the data" in str(too_long.value)
+    assert "480 rows of 1080 bytes" in str(too_long.value)
+    with pytest.raises(ImageError) as too_short:
+        raw_to_rgb(data, 360, 480, "rgb8", 1000)
+    assert "step 1000 is smaller than a row of 360 px x 3 channel(s) = 1080" in str(too_short.value)
+    with pytest.raises(ImageError, match=r"truncated: 1000 bytes for 480 rows of step 1080"):
+        raw_to_rgb(data[:1000], 360, 480, "rgb8", 1080)

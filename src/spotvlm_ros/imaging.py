@@ -73,11 +73,24 @@ def raw_to_rgb(
     if width * height > max_pixels:
         raise ImageError(f"image of {width}x{height} px exceeds the limit of {max_pixels} pixels")
     channels = 1 if encoding == "mono8" else 3
-    if step < width * channels:
-        raise ImageError(f"step {step} is smaller than width*channels = {width * channels}")
+    row = width * channels
     size = memoryview(data).nbytes
+    if step < row:
+        raise ImageError(
+            f"step {step} is smaller than a row of {width} px x {channels} channel(s) = {row} "
+            f"bytes (data: {size} bytes): the message's step field is wrong"
+        )
     if size < step * height:
-        raise ImageError(f"image data is truncated: {size} bytes for {height} rows of {step} bytes")
+        if size >= row * height:  # the pixels are all there: the rows are shorter than step
+            raise ImageError(
+                f"step {step} does not fit the data: {size} bytes hold {height} rows of "
+                f"{row} bytes ({width} px x {channels} channel(s)), not of {step}: the "
+                "message's step field is wrong"
+            )
+        raise ImageError(
+            f"image data is truncated: {size} bytes for {height} rows of step {step} "
+            f"({step * height} bytes expected)"
+        )
     rows = np.frombuffer(data, dtype=np.uint8, count=step * height).reshape(height, step)
     pixels = rows[:, : width * channels].reshape(height, width, channels)
     if encoding == "mono8":

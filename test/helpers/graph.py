@@ -275,9 +275,12 @@ class Probe:
         self.camera.publish(msg)
         return int(now.nanoseconds)
 
-    def publish_at_rate(self, frames: list[np.ndarray], hz: float) -> list[int]:
-        """Publish frames at ``hz``; returns their stamps."""
-        stamps: list[int] = []
+    def publish_at_rate(
+        self, frames: list[np.ndarray], hz: float, after: int | None = None
+    ) -> list[int]:
+        """Publish frames at ``hz`` (the first a period after the stamp ``after``, when
+        given: a stream in several calls); returns their stamps."""
+        stamps: list[int] = [after] if after is not None else []
         period = 1.0 / hz
         for frame in frames:
             # at least one period after the previous frame's stamp: camera_ingest admits
@@ -288,7 +291,7 @@ class Probe:
                 while (wait := due - self.node.get_clock().now().nanoseconds) > 0:
                     time.sleep(wait / 1e9)
             stamps.append(self.publish_frame(frame))
-        return stamps
+        return stamps[1:] if after is not None else stamps
 
     def close(self) -> None:
         """Stop spinning and destroy the node."""

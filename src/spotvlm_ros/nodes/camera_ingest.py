@@ -292,6 +292,18 @@ class CameraIngest(Node):
             else "no image topic is published at all: is the camera driver or the bag player "
             "running, in the same ROS_DOMAIN_ID?"
         )
+        fed = [t for t, _ in self.subscribed if self.count_publishers(t) > 0]
+        if fed:  # someone publishes where this node listens, and nothing arrives
+            what = (
+                "yet no frame arrived"
+                if self.received == 0
+                else "but its frames stopped arriving: it stopped publishing, or"
+            )
+            hint = (
+                f"{' and '.join(fed)} has a publisher, {what}: DDS drops a message larger than "
+                f"its transport carries without an error ({TRANSPORT_LIMIT}); lower the "
+                "camera's resolution, or publish CompressedImage"
+            )
         return f"no camera frame for {silent_s:.0f} s ({listening}); {hint}"
 
     def close(self) -> None:
@@ -385,6 +397,13 @@ class CameraIngest(Node):
             **{f"rejected_{k}": v for k, v in sorted(self.rejected.items())},
         }
         self._diagnostics.publish([status("camera_ingest: input", topic, level, message, values)])
+
+
+TRANSPORT_LIMIT = (
+    "with config/fastdds.xml, up to 32 MiB over shared memory, e.g. 3860x2900 bgr8; without "
+    "it, or best effort over UDP from another host, camera-sized frames can be lost too"
+)
+"""What the transport carries, for the warning about frames that never arrive."""
 
 
 def main(args: list[str] | None = None) -> int:

@@ -217,6 +217,7 @@ class CloudBridge(Node):
         self.skipped = 0
         self.truncated = 0  # replies cut by max_tokens
         self.rois_cut = 0  # valid ROIs beyond max_rois, not kept
+        self.too_large = 0  # replies over max_reply_bytes, not read
         self.boxes_dropped: Counter[str] = Counter()  # invalid boxes in replies, by reason
         self._said_rois_cut = False
         self.backoffs = 0  # 429/503 answers that slowed the uploads down
@@ -347,6 +348,14 @@ class CloudBridge(Node):
                     f" ROIs: kept the {len(outcome.rois)} highest-scoring (max_rois); later "
                     "cuts are counted in diagnostics (rois_cut)"
                 )
+        if "max_reply_bytes" in outcome.error:  # said apart from the other failures
+            with self._policy_lock:
+                self.too_large += 1
+            self.get_logger().warning(
+                f"LVLM reply for frame {frame.seq} refused: {outcome.error} (a grounding reply "
+                "is a few KB; raise cloud_bridge's max_reply_bytes if yours are larger)",
+                throttle_duration_sec=10.0,
+            )
         if outcome.ok:
             self._latencies.add(now, outcome.latency)
         else:
@@ -397,6 +406,7 @@ class CloudBridge(Node):
             "skipped_by_policy": self.skipped,
             "truncated_replies": self.truncated,
             "rois_cut": self.rois_cut,
+            "replies_too_large": self.too_large,
             **{f"boxes_dropped_{k}": v for k, v in sorted(self.boxes_dropped.items())},
             "upload_pressure": self.policy.pressure_at(now),
             "backoffs": self.backoffs,

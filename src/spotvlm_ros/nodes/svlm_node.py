@@ -45,7 +45,7 @@ from spotvlm_ros.ros.convert import (
     stamp_of,
 )
 from spotvlm_ros.ros.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, status
-from spotvlm_ros.ros.params import declare
+from spotvlm_ros.ros.params import STARTUP_ONLY, declare, declared, read_once
 from spotvlm_ros.ros.spin import run_node
 from spotvlm_ros.svlm.hold import HOLD_DIR_VARIABLE, GenerationHold
 
@@ -115,6 +115,21 @@ class SvlmNode(LifecycleNode):
                 "svlm_node is unconfigured: `ros2 lifecycle set /svlm_node configure` loads "
                 "the model, `activate` starts answering"
             )
+
+    def guard_parameters(self) -> None:
+        """The model's and the prompt's parameters are read at each configure: set while
+        configured, they are accepted and said to apply at the next configure; the two read
+        at start-up only are refused."""
+        startup = ("autostart", "error_after_s")
+        read_once(self, startup, refuse=True, applies=STARTUP_ONLY)
+        read_once(
+            self,
+            [n for n in declared(self) if n not in startup],
+            refuse=False,
+            applies="takes effect at the next configure (ros2 lifecycle set /svlm_node "
+            "deactivate, cleanup, configure, activate)",
+            active=lambda: self.backend is not None,
+        )
 
     def _autostart(self) -> None:
         """configure, then activate (once, right after the executor starts spinning).

@@ -18,6 +18,8 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 
+from spotvlm_ros.ros.params import STARTUP_ONLY, declared, read_once
+
 WAKE_S = 0.2
 """The longest the executor waits before Python sees a pending signal [s]."""
 
@@ -59,6 +61,13 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     try:
         executor = make_executor(os.environ.get(EXECUTOR_VARIABLE, "single"))
         node = factory()
+        # parameters are read once: a run-time `ros2 param set` is refused with the reason
+        # (or, for svlm_node, accepted and said to apply at the next configure)
+        guard = getattr(node, "guard_parameters", None)
+        if callable(guard):
+            guard()
+        else:
+            read_once(node, declared(node), refuse=True, applies=STARTUP_ONLY)
         executor.add_node(node)
         done = getattr(node, "done", None)  # a node that finishes by itself (the bag player)
         # Short waits, so that Python's own SIGINT/SIGTERM handling gets to run
