@@ -33,17 +33,17 @@ from launch.actions import (
     IncludeLaunchDescription,
     OpaqueFunction,
     RegisterEventHandler,
-    SetEnvironmentVariable,
 )
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.events.process import ProcessExited
 from launch.launch_description_sources import PythonLaunchDescriptionSource
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 from spotvlm_ros import launch_args
+from spotvlm_ros.ros.distro import profile_launch_actions
 
 PACKAGE = "spotvlm_ros"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -103,20 +103,10 @@ def generate_launch_description() -> LaunchDescription:
     ]
     # the fleet's own bag player and server need the large-frame profile too (each graph
     # sets it for its nodes, in its own scope)
-    declared.append(
-        DeclareLaunchArgument(
-            "fastdds_profile",
-            default_value=EnvironmentVariable(
-                "FASTDDS_DEFAULT_PROFILES_FILE",
-                default_value=[FindPackageShare(PACKAGE), "/config/fastdds.xml"],
-            ),
-            description="Fast DDS profile (the default has a large shared-memory segment)",
-        )
+    argument, use_profile = profile_launch_actions(
+        [FindPackageShare(PACKAGE), "/config/fastdds.xml"]
     )
-    profile = SetEnvironmentVariable(
-        "FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")
-    )
-    return LaunchDescription([*declared, profile, OpaqueFunction(function=fleet)])
+    return LaunchDescription([*declared, argument, *use_profile, OpaqueFunction(function=fleet)])
 
 
 def _single_graph_module() -> Any:

@@ -29,17 +29,17 @@ from launch.actions import (
     LogInfo,
     OpaqueFunction,
     RegisterEventHandler,
-    SetEnvironmentVariable,
 )
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch.events.process import ProcessExited
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.event_handlers import OnStateTransition
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 from spotvlm_ros import launch_args
+from spotvlm_ros.ros.distro import profile_launch_actions
 from spotvlm_ros.ros.spin import EXIT_NOTHING_SCORED, EXIT_STARTUP_ERROR
 
 PACKAGE = "spotvlm_ros"
@@ -92,25 +92,10 @@ def generate_launch_description() -> LaunchDescription:
     declared = [
         DeclareLaunchArgument(k, default_value=v, description=d) for k, (v, d) in ARGUMENTS.items()
     ]
-    default_profile = [FindPackageShare(PACKAGE), "/config/fastdds.xml"]
-    declared.append(
-        DeclareLaunchArgument(
-            "fastdds_profile",
-            default_value=EnvironmentVariable(
-                "FASTDDS_DEFAULT_PROFILES_FILE", default_value=default_profile
-            ),
-            description="Fast DDS profile (the default has a large shared-memory segment)",
-        )
+    argument, use_profile = profile_launch_actions(
+        [FindPackageShare(PACKAGE), "/config/fastdds.xml"]
     )
-    return LaunchDescription(
-        [
-            *declared,
-            SetEnvironmentVariable(
-                "FASTDDS_DEFAULT_PROFILES_FILE", LaunchConfiguration("fastdds_profile")
-            ),
-            OpaqueFunction(function=graph),
-        ]
-    )
+    return LaunchDescription([*declared, argument, *use_profile, OpaqueFunction(function=graph)])
 
 
 def graph(context: LaunchContext) -> list[Any]:

@@ -194,7 +194,9 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds.xml"))
+    from spotvlm_ros.ros.distro import chosen_profile, use_profile
+
+    use_profile(chosen_profile() or str(ROOT / "config" / "fastdds.xml"))
     import cv2
 
     frames = [cv2.resize(f, (1600, 900)) for f in real_frames(12)]

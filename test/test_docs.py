@@ -43,16 +43,35 @@ def test_the_readmes_workspace_install_line_is_setup_pys_ranges_and_the_lock_mee
         if "pip install" in line and "torch" in line
     )
     assert shlex.split(line.split("#")[0])[2:] == requires
-    pins = {}
-    for row in (ROOT / "requirements.lock").read_text().splitlines():
-        if "==" in row and not row.startswith("#"):
-            name, version = row.split(";")[0].split("==")
-            pins[canonicalize_name(name.strip())] = version.strip().split()[0]
-    for text in requires:
-        requirement = Requirement(text)
-        pinned = pins.get(canonicalize_name(requirement.name))
-        assert pinned is not None, f"{requirement.name} is not in requirements.lock"
-        assert requirement.specifier.contains(pinned), f"lock pins {requirement.name} {pinned}"
+    for lock in sorted((ROOT / "locks").glob("*.lock")):
+        if lock.name.endswith("-wheelhouse.lock"):
+            continue
+        pins = {}
+        for row in lock.read_text().splitlines():
+            if "==" in row and not row.startswith("#"):
+                name, version = row.split(";")[0].split("==")
+                pins[canonicalize_name(name.strip())] = version.strip().split()[0]
+        for text in requires:
+            requirement = Requirement(text)
+            pinned = pins.get(canonicalize_name(requirement.name))
+            assert pinned is not None, f"{requirement.name} is not in {lock.name}"
+            assert requirement.specifier.contains(pinned), (
+                f"{lock.name} pins {requirement.name} {pinned}"
+            )
+
+
+def test_every_tested_distro_has_its_lock_and_wheelhouse_lock() -> None:
+    """scripts/dev's DISTROS each have locks/<distro>.in, .lock and -wheelhouse.lock."""
+    import re
+
+    script = (ROOT / "scripts" / "dev").read_text()
+    match = re.search(r"^DISTROS=\(([^)]*)\)", script, re.MULTILINE)
+    assert match, "scripts/dev has no DISTROS"
+    distros = match.group(1).split()
+    assert distros[0] == "jazzy", distros  # the LTS is the default
+    for distro in distros:
+        for suffix in (".in", ".lock", "-wheelhouse.lock"):
+            assert (ROOT / "locks" / f"{distro}{suffix}").is_file(), f"{distro}{suffix}"
 
 
 def test_package_xml_states_the_same_ranges_for_its_rosdep_keys() -> None:

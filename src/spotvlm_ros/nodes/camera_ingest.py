@@ -297,7 +297,7 @@ class CameraIngest(Node):
             what = (
                 "yet no frame arrived"
                 if self.received == 0
-                else "but its frames stopped arriving: it stopped publishing, or"
+                else "but its frames stopped arriving (it stopped publishing, or they grew)"
             )
             hint = (
                 f"{' and '.join(fed)} has a publisher, {what}: DDS drops a message larger than "
