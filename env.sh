@@ -7,6 +7,12 @@ if [ -z "$_spotvlm_distro" ] && [ -f "$_spotvlm_root/.spotvlm-distro" ]; then
     _spotvlm_distro="$(cat "$_spotvlm_root/.spotvlm-distro")"
 fi
 _spotvlm_distro="${_spotvlm_distro:-jazzy}"
+if [ -n "${SPOTVLM_ENV_DISTRO:-}" ] && [ "$SPOTVLM_ENV_DISTRO" != "$_spotvlm_distro" ]; then
+    # the first distro's paths would stay ahead of the second's
+    echo "this shell already uses ROS 2 $SPOTVLM_ENV_DISTRO (env.sh): open a new shell for $_spotvlm_distro" >&2
+    unset _spotvlm_root _spotvlm_distro
+    return 1 2>/dev/null || exit 1
+fi
 _spotvlm_venv="$_spotvlm_root/.venv-$_spotvlm_distro"
 _spotvlm_install="$_spotvlm_root/install/$_spotvlm_distro"
 if [ ! -x "$_spotvlm_venv/bin/python" ] || [ ! -f "$_spotvlm_install/setup.bash" ]; then
@@ -24,7 +30,7 @@ case ":${AMENT_PREFIX_PATH:-}:" in *":$VIRTUAL_ENV:"*) ;; *) export AMENT_PREFIX
 # shellcheck disable=SC1091
 . "$_spotvlm_install/setup.bash"
 export SPOTVLM_ROOT="$_spotvlm_root"
-export SPOTVLM_ROS_DISTRO="$_spotvlm_distro"
+export SPOTVLM_ROS_DISTRO="$_spotvlm_distro" SPOTVLM_ENV_DISTRO="$_spotvlm_distro"
 # Camera-sized messages need a larger Fast DDS shared-memory segment (see config/fastdds.xml),
 # under both names: Fast DDS 3.x (Kilted) reads FASTDDS_..., 2.x (Jazzy, Humble) FASTRTPS_...
 _spotvlm_profile="${FASTDDS_DEFAULT_PROFILES_FILE:-${FASTRTPS_DEFAULT_PROFILES_FILE:-$_spotvlm_root/config/fastdds.xml}}"

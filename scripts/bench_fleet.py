@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, OutcomeKind  # noqa: E402
 from spotvlm_ros.core.policy import UploadMode  # noqa: E402
+from spotvlm_ros.ros.distro import localhost_discovery  # noqa: E402
 from spotvlm_ros.tools.benchdoc import update_section  # noqa: E402
 from spotvlm_ros.tools.fleet_sim import (  # noqa: E402
     FleetConfig,
@@ -79,7 +80,8 @@ def measure_fleet(args: argparse.Namespace) -> dict[str, float]:
     """The real run: fleet.launch.py, a probe feeding every camera, the LVLM results."""
     cameras = tuple(f"cam_{i}" for i in range(args.cameras))
     port = free_port()
-    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    env = dict(os.environ)
+    localhost_discovery(env)
     log = open(ROOT / "log" / "bench-fleet-launch.log", "wb")  # noqa: SIM115 - closed below
     launch = subprocess.Popen(
         [

@@ -193,7 +193,9 @@ def main() -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from spotvlm_ros.ros.distro import localhost_discovery
+
+    localhost_discovery()
     from spotvlm_ros.ros.distro import chosen_profile, use_profile
 
     use_profile(chosen_profile() or str(ROOT / "config" / "fastdds.xml"))

@@ -160,7 +160,9 @@ def main() -> int:
     if args.restarts < 2:
         p.error("--restarts must be at least 2")
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from spotvlm_ros.ros.distro import localhost_discovery
+
+    localhost_discovery()
     runs = {}
     for name, stop in (("SIGKILL (crash)", signal.SIGKILL), ("SIGINT (clean)", signal.SIGINT)):
         runs[name] = one_run(stop, args.restarts, args.period)

@@ -343,7 +343,9 @@ def main() -> int:
     if unknown := set(args.kill) - set(killable):
         p.error(f"--kill: {sorted(unknown)} not among {killable}")
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from spotvlm_ros.ros.distro import localhost_discovery
+
+    localhost_discovery()
     figures = run(args)
     text = report(figures, args)
     print(text)

@@ -444,3 +444,33 @@ def test_rois_beyond_max_rois_are_cut_to_the_highest_scoring(
     assert len(outcome.rois) == 100 and outcome.rois_cut == 400  # type: ignore[attr-defined]
     assert min(r.score for r in outcome.rois) >= 400 / 500  # type: ignore[attr-defined]
     assert any("kept the 100 highest-scoring" in p for p in outcome.problems)  # type: ignore[attr-defined]
+
+
+def test_a_compressed_reply_is_not_inflated_past_the_limit(
+    canned: tuple[str, type[_Canned]],
+) -> None:
+    """The client asks for identity; a server that gzips anyway (2 MB of boxes in a few KB)
+    is refused, since the size after decoding could not be bounded."""
+    import gzip
+
+    url, handler = canned
+    same = [{"bbox_2d": [10, 10, 60, 40], "label": "car"}] * 40_000
+    body = gzip.compress(chat_reply("```json\n" + json.dumps(same) + "\n```").encode())
+    asked: list[str] = []
+
+    def do_post(self: _Canned) -> None:
+        asked.append(self.headers.get("accept-encoding", ""))
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    handler.do_POST = do_post  # type: ignore[method-assign]
+    assert len(body) < 262144
+    outcome = ask(url)
+    assert asked == ["identity"]
+    assert outcome.kind is OutcomeKind.UNPARSABLE, outcome  # type: ignore[attr-defined]
+    assert "gzip-encoded although identity was asked for" in outcome.error  # type: ignore[attr-defined]

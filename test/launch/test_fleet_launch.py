@@ -39,7 +39,9 @@ STATUS_OK, STATUS_REJECTED = 0, 3
 
 
 def fleet(**arguments: str) -> launch.LaunchDescription:
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from spotvlm_ros.ros.distro import localhost_discovery
+
+    localhost_discovery()
     source = PythonLaunchDescriptionSource(
         [FindPackageShare("spotvlm_ros"), "/launch/fleet.launch.py"]
     )

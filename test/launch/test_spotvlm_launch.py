@@ -42,7 +42,9 @@ def probe() -> Iterator[Probe]:
 @launch_pytest.fixture(scope="module")
 def spotvlm_launch() -> launch.LaunchDescription:
     """spotvlm.launch.py with the tiny SVLM and the local LVLM server at 0.3 s latency."""
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from spotvlm_ros.ros.distro import localhost_discovery
+
+    localhost_discovery()
     source = PythonLaunchDescriptionSource(
         [FindPackageShare("spotvlm_ros"), "/launch/spotvlm.launch.py"]
     )
@@ -75,6 +77,13 @@ def test_every_frame_gets_one_answer_and_the_fast_cloud_answers(probe: Probe) ->
     probe.wait_for(_server_ready, 120.0, "the LVLM server")
     frames = real_frames(8)
     probe.wait_for_graph(timeout=120.0, warm_up=frames[0])
+    status = "context_manager: answers"
+    probe.wait_for(
+        lambda: probe.diagnostic_value(status, "overlays_skipped") is not None,
+        30.0,
+        "context_manager's diagnostics",
+    )
+    skipped_before = int(probe.diagnostic_value(status, "overlays_skipped") or 0)
     stamps = probe.publish_at_rate(frames, hz=2.0)
     probe.wait_for(
         lambda: set(stamps) <= set(stamps_of(probe.answers)), 60.0, "an answer for every frame"
@@ -83,13 +92,13 @@ def test_every_frame_gets_one_answer_and_the_fast_cloud_answers(probe: Probe) ->
     assert sorted(stamps_of(answers)) == sorted(stamps)  # exactly one each
     assert check_sources(probe, answers)[SOURCE_LVLM] >= 1, [a.source for a in answers]
     # an overlay for every answer, or counted as skipped (a burst of answers on a loaded
-    # machine replaces an overlay not drawn yet)
-    status = "context_manager: answers"
+    # machine replaces an overlay not drawn yet; counted since this stream began)
     probe.wait_for(
         lambda: (
             stamps[-1] in stamps_of(probe.overlays)
             and len(set(stamps) & set(stamps_of(probe.overlays)))
             + int(probe.diagnostic_value(status, "overlays_skipped") or 0)
+            - skipped_before
             >= len(stamps)
         ),
         60.0,
@@ -285,3 +294,20 @@ def test_every_rviz_display_shows_a_topic_the_graph_publishes(probe: Probe) -> N
         if display["Topic"]["Reliability Policy"] == "Reliable":
             offered = probe.node.get_publishers_info_by_topic(topic)
             assert all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in offered)
+
+
+@pytest.mark.launch(fixture=spotvlm_launch)
+def test_every_node_gets_the_fast_dds_profile_under_both_names(probe: Probe) -> None:
+    """Fast DDS 3.x (Kilted) reads FASTDDS_DEFAULT_PROFILES_FILE, 2.x (Jazzy, Humble)
+    FASTRTPS_DEFAULT_PROFILES_FILE: the launch file sets both, to the same file."""
+    from spotvlm_ros.ros.distro import PROFILE_VARIABLES
+
+    probe.wait_for_graph(timeout=120.0)
+    for node in ("camera_ingest", "svlm_node", "cloud_bridge", "context_manager"):
+        (pid,) = node_processes(os.getpid(), node)
+        raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        env = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+        profiles = {env.get(name) for name in PROFILE_VARIABLES}
+        assert len(profiles) == 1, (node, profiles)
+        (profile,) = profiles
+        assert profile and Path(profile).is_file(), (node, profile)

@@ -23,7 +23,7 @@ NAMES = (
 
 @pytest.fixture
 def probe() -> Iterator[Probe]:
-    p = Probe("diagnostics_probe", overlays=False)
+    p = Probe("diagnostics_probe", overlays=False, admitted=True)
     yield p
     p.close()
 
@@ -70,7 +70,13 @@ def test_every_node_reports_with_levels_that_mean_something(probe: Probe, tmp_pa
             ("context_manager: answers", DiagnosticStatus.WARN),
         ):
             probe.wait_for(lambda n=name, lv=level: reached(n, lv), 60.0, f"{name} at {level!r}")
-        probe.wait_for(lambda: set(stamps) <= set(probe.answer_arrivals), 60.0, "every answer")
+        # every admitted frame answered (a best-effort camera frame may be lost on the way)
+        probe.wait_for(lambda: probe.admitted, 30.0, "admitted frames")
+        probe.wait_for(
+            lambda: set(probe.admitted) & set(stamps) <= set(probe.answer_arrivals),
+            60.0,
+            "an answer per admitted frame",
+        )
         # every node goes on reporting: a status from each after all the frames were answered
         seen = {name: len(statuses().get(name, [])) for name in NAMES}
         probe.wait_for(
@@ -96,11 +102,12 @@ def test_every_node_reports_with_levels_that_mean_something(probe: Probe, tmp_pa
     assert "every frame dropped or failed" in error.message
     assert "exceeds the limit of 1000 pixels" in error.message  # why, as the node saw it
     assert DiagnosticStatus.WARN in levels("context_manager: answers")
-    # camera_ingest itself is fine: it admitted every frame (a count, not a rate)
+    # camera_ingest itself is fine: its count of admitted frames is what this probe saw
+    admitted = len(set(probe.admitted) & set(stamps))
     ingest = [
         s
         for s in by_name["camera_ingest: input"]
-        if {kv.key: kv.value for kv in s.values}.get("admitted") == str(len(stamps))
+        if {kv.key: kv.value for kv in s.values}.get("admitted") == str(admitted)
     ]
     assert any(s.level == DiagnosticStatus.OK for s in ingest), by_name[NAMES[0]][-3:]
     keys = {kv.key for s in by_name["cloud_bridge: LVLM"] for kv in s.values}

@@ -339,8 +339,12 @@ class LvlmClient:
                 api_key=key or "EMPTY",
                 timeout=config.timeout,
                 max_retries=0,
+                # identity: a compressed body would inflate past max_reply_bytes after
+                # the cap had counted its compressed size
                 http_client=DefaultAsyncHttpxClient(
-                    verify=verify, event_hooks={"response": [self._cap_reply]}
+                    verify=verify,
+                    headers={"Accept-Encoding": "identity"},
+                    event_hooks={"response": [self._cap_reply]},
                 ),
             )
             for url in config.urls
@@ -356,6 +360,12 @@ class LvlmClient:
         """Refuse a reply over max_reply_bytes: by its Content-Length before reading, and
         while reading when it has none (chunked)."""
         limit = self.config.max_reply_bytes
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ReplyTooLargeError(
+                f"the reply is {encoding}-encoded although identity was asked for: its size "
+                f"after decoding cannot be bounded by max_reply_bytes ({limit}); not read"
+            )
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             raise ReplyTooLargeError(

@@ -400,7 +400,8 @@ class CameraIngest(Node):
 
 
 TRANSPORT_LIMIT = (
-    "with config/fastdds.xml, up to 32 MiB over shared memory, e.g. 3860x2900 bgr8; without "
+    "with config/fastdds.xml, up to 32 MiB over shared memory, e.g. 3840x2160 bgr8 (25 MB); "
+    "without "
     "it, or best effort over UDP from another host, camera-sized frames can be lost too"
 )
 """What the transport carries, for the warning about frames that never arrive."""

@@ -149,9 +149,10 @@ class CloudBridge(Node):
                     self,
                     "max_rois",
                     100,
-                    "ROIs kept per LVLM reply, the highest-scoring (the rest counted, said)",
+                    "ROIs kept per LVLM reply, the highest-scoring (the rest counted, said); "
+                    "at most 100, what the other nodes take from one message",
                     low=0,
-                    high=10000,
+                    high=100,
                 ),
                 structured_output=declare(
                     self,

@@ -29,20 +29,23 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from spotvlm_msgs.msg import ContextUpdate, Frame, SvlmResult
 from spotvlm_ros.core.compression import ContextCompressor
-from spotvlm_ros.core.context import ContextConfig, ContextReplacement
+from spotvlm_ros.core.context import ContextConfig, ContextReplacement, HistoryEntry
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.task import DEFAULT_QUESTION
-from spotvlm_ros.core.types import NS_PER_S, seconds_between
+from spotvlm_ros.core.types import NS_PER_S, Roi, seconds_between
 from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
     MAX_HISTORY_IN,
+    MAX_ROIS_IN,
+    cut_count,
     entries_to_msgs,
     entry_from_msg,
     image_to_rgb,
     rois_from_msgs,
     stamp_of,
+    to_time,
 )
 from spotvlm_ros.ros.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, status
 from spotvlm_ros.ros.params import STARTUP_ONLY, declare, declared, read_once
@@ -73,7 +76,7 @@ class SvlmNode(LifecycleNode):
         self._read_parameters(self.declare_and_read)
         self._lock = threading.Condition()
         self._pending: Frame | None = None
-        self._latest_context: ContextUpdate | None = None
+        self._latest_context: ReceivedContext | None = None
         self._closing = False
         self._active = False
         self.backend: Any = None
@@ -85,7 +88,13 @@ class SvlmNode(LifecycleNode):
         # subscription then kept the executor spinning at 100 % after cleanup/configure)
         self._inputs: list[Any] = []
         self._hold = GenerationHold.from_environment()
-        self.counts = {"answered": 0, "dropped": 0, "errors": 0, "ignored_inactive": 0}
+        self.counts = {
+            "answered": 0,
+            "dropped": 0,
+            "errors": 0,
+            "ignored_inactive": 0,
+            "bad_context": 0,
+        }
         self.error_after_s = declare(
             self,
             "error_after_s",
@@ -275,6 +284,7 @@ class SvlmNode(LifecycleNode):
             )
         if self._hold is not None:
             self._hold.closing.clear()
+            self._hold.clear()
             self.get_logger().warning(
                 f"{HOLD_DIR_VARIABLE} is set: every frame's decoding waits at a test gate in "
                 f"{self._hold.folder} (unset it outside tests)"
@@ -418,8 +428,24 @@ class SvlmNode(LifecycleNode):
             self._publish_dropped(replaced, "superseded by a newer frame while the model was busy")
 
     def _on_context(self, update: ContextUpdate) -> None:
+        """Convert (and bound) the context once, as it arrives: a bad update from any
+        publisher is refused here, with the previous context kept, instead of failing every
+        frame while it stays latched."""
+        try:
+            context = ReceivedContext.from_msg(update)
+        except ValueError as exc:
+            self.counts["bad_context"] += 1
+            self.get_logger().warning(
+                f"context update refused ({exc}); the previous one stays in use",
+                throttle_duration_sec=10.0,
+            )
+            return
+        if context.dropped:
+            self.get_logger().warning(
+                f"context update: {context.dropped}", throttle_duration_sec=10.0
+            )
         with self._lock:
-            self._latest_context = update
+            self._latest_context = context
 
     def close(self) -> None:
         """Stop the worker (it finishes the frame in progress) and log the totals."""
@@ -443,7 +469,7 @@ class SvlmNode(LifecycleNode):
                 self.get_logger().error(f"SVLM failed on frame {frame.seq}: {exc!r}")
                 self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=repr(exc)))
 
-    def _process(self, frame: Frame, context: ContextUpdate | None) -> None:
+    def _process(self, frame: Frame, context: ReceivedContext | None) -> None:
         from spotvlm_ros.svlm.qwen import Focus, SvlmError
 
         stamp = stamp_of(frame.header.stamp)
@@ -464,19 +490,13 @@ class SvlmNode(LifecycleNode):
         focus = None
         history = ContextReplacement()
         if context is not None:
-            # bounded: a context update from another publisher is not trusted either
-            size = min(max(1, context.history_size), MAX_HISTORY_IN)
-            history = ContextReplacement.from_turns(
-                ContextConfig(size, context.max_delay),
-                (entry_from_msg(h) for h in context.history[-MAX_HISTORY_IN:]),
-            )
-            roi_stamp = stamp_of(context.roi_source_stamp)
+            history = ContextReplacement.from_turns(context.config, context.entries)
             if (
                 context.rois
-                and roi_stamp < stamp
-                and seconds_between(roi_stamp, stamp) <= self.config.roi_max_age_s
+                and context.roi_stamp < stamp
+                and seconds_between(context.roi_stamp, stamp) <= self.config.roi_max_age_s
             ):
-                focus = Focus(rois_from_msgs(context.rois), roi_stamp)
+                focus = Focus(context.rois, context.roi_stamp)
         compressed = self.compressor.for_frame(history, stamp)
         context_text, chat = compressed.text, []
         if self.config.history_form == "chat":
@@ -508,7 +528,7 @@ class SvlmNode(LifecycleNode):
         result.context_text = context_text
         result.roi_used = out.ggvr_applied or out.gtvr_applied
         if focus is not None:
-            result.roi_source_stamp = context.roi_source_stamp  # type: ignore[union-attr]
+            result.roi_source_stamp = to_time(context.roi_stamp)  # type: ignore[union-attr]
         result.ggvr_applied = out.ggvr_applied
         result.gtvr_applied = out.gtvr_applied
         result.focus_note = out.focus_note
@@ -575,6 +595,41 @@ class SvlmNode(LifecycleNode):
         }
         name = self.get_fully_qualified_name()
         self._diagnostics.publish([status("svlm_node: inference", name, level, message, values)])
+
+
+@dataclass(frozen=True)
+class ReceivedContext:
+    """A ContextUpdate as svlm_node uses it: checked, converted and bounded on arrival."""
+
+    config: ContextConfig
+    entries: tuple[HistoryEntry, ...]
+    rois: tuple[Roi, ...]
+    roi_stamp: int
+    dropped: str  # what was left out, for the log ("" when nothing)
+
+    @classmethod
+    def from_msg(cls, update: ContextUpdate) -> ReceivedContext:
+        """Raises ValueError for an update that cannot be used at all."""
+        config = ContextConfig(
+            min(max(1, update.history_size), MAX_HISTORY_IN), float(update.max_delay)
+        )
+        entries, unknown = [], 0
+        for msg in update.history[-MAX_HISTORY_IN:]:
+            try:
+                entries.append(entry_from_msg(msg))
+            except ValueError:  # an unknown source
+                unknown += 1
+        rois = rois_from_msgs(update.rois)
+        notes = []
+        if unknown:
+            notes.append(f"{unknown} history entr(ies) of unknown source left out")
+        if cut := cut_count(update.history, MAX_HISTORY_IN):
+            notes.append(f"{cut} history entries beyond {MAX_HISTORY_IN} left out")
+        if cut := cut_count(update.rois, MAX_ROIS_IN):
+            notes.append(f"{cut} ROIs beyond {MAX_ROIS_IN} left out (the highest-scoring kept)")
+        return cls(
+            config, tuple(entries), tuple(rois), stamp_of(update.roi_source_stamp), "; ".join(notes)
+        )
 
 
 AUTOSTART_WAIT_S = 5.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -83,8 +84,8 @@ def rois_from_msgs(msgs: Sequence[RoiMsg], limit: int = MAX_ROIS_IN) -> list[Roi
     """Core ROIs from several messages: at most ``limit``, the highest-scoring (see
     :func:`cut_count` to say how many were left out)."""
     if len(msgs) > limit:
-        by_score = sorted(range(len(msgs)), key=lambda i: -float(msgs[i].score))[:limit]
-        msgs = [msgs[i] for i in sorted(by_score)]
+        best = heapq.nlargest(limit, range(len(msgs)), key=lambda i: float(msgs[i].score))
+        msgs = [msgs[i] for i in sorted(best)]
     return [roi_from_msg(m) for m in msgs]
 
 

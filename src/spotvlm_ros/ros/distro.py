@@ -6,6 +6,9 @@ Fast DDS's XML profile: Fast DDS 2.x (Humble, Jazzy) reads it from
 ``FASTRTPS_DEFAULT_PROFILES_FILE``; Fast DDS 3.x (Kilted) renamed the variable
 ``FASTDDS_DEFAULT_PROFILES_FILE``. Setting one name only left Jazzy without the large
 shared-memory segment of config/fastdds.xml, and camera-sized best-effort frames were lost.
+
+Discovery on this host only: Jazzy and Kilted read ``ROS_AUTOMATIC_DISCOVERY_RANGE``; Humble
+knows only ``ROS_LOCALHOST_ONLY`` (which Jazzy and later deprecate, with a warning).
 """
 
 from __future__ import annotations
@@ -48,3 +51,13 @@ def profile_launch_actions(default: Any) -> tuple[Any, list[Any]]:
         for name in PROFILE_VARIABLES
     ]
     return argument, actions
+
+
+def localhost_discovery(environ: dict[str, str] | None = None) -> None:
+    """Keep DDS discovery on this host (tests, benchmarks), unless the environment already
+    chose: ROS_AUTOMATIC_DISCOVERY_RANGE, and on Humble (ROS_DISTRO=humble, which ignores it)
+    ROS_LOCALHOST_ONLY as well."""
+    env = os.environ if environ is None else environ
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if env.get("ROS_DISTRO") == "humble":
+        env.setdefault("ROS_LOCALHOST_ONLY", "1")

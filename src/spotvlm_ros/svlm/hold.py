@@ -31,6 +31,11 @@ class GenerationHold:
         folder = os.environ.get(HOLD_DIR_VARIABLE, "")
         return cls(Path(folder)) if folder else None
 
+    def clear(self) -> None:
+        """Forget the gate files of an earlier run (a respawned camera counts from 0 again)."""
+        for stale in [*self.folder.glob("holding-*"), *self.folder.glob("release-*")]:
+            stale.unlink(missing_ok=True)
+
     def for_frame(self, seq: int) -> Callable[[int], None]:
         """The ``on_token`` callback that holds frame ``seq`` after its first token."""
 
