@@ -233,15 +233,28 @@ def _lifecycle(svlm: LifecycleNode, downstream: list[Any]) -> list[Any]:
     saw the dead process's change_state service, and the request to the new one was lost.
     """
     started: list[bool] = []
+    active_once: list[bool] = []
 
     def start_downstream(context: LaunchContext) -> list[Any]:
+        active_once.append(True)
         if started or not downstream:
             return []
         started.append(True)
         return [LogInfo(msg="svlm_node is active: starting the bag player"), *downstream]
 
-    def configure_failed(context: LaunchContext) -> None:
-        raise GraphError("svlm_node could not configure (its error is above): stopping")
+    def configure_failed(context: LaunchContext) -> list[Any]:
+        if not active_once:  # the model never loaded: nothing would ever answer on board
+            raise GraphError("svlm_node could not configure (its error is above): stopping")
+        # an operator's later configure (ros2 lifecycle set) failed: the rest of the graph
+        # goes on; the frames are the cloud's or invalid at the deadline until it is fixed
+        return [
+            LogInfo(
+                msg="svlm_node could not configure again (its error is above): it stays "
+                "unconfigured and the graph runs on without it (frames answered by the cloud "
+                "or invalid at the deadline); fix the parameter, then `ros2 lifecycle set "
+                "/svlm_node configure` and `activate`"
+            )
+        ]
 
     return [
         RegisterEventHandler(
