@@ -20,6 +20,7 @@ import pytest
 
 from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, OutcomeKind
 from spotvlm_ros.core.types import Box
+from test.helpers.servers import write_chunked
 
 FIXTURES = Path(__file__).parent / "fixtures"
 FRAME = np.zeros((720, 1280, 3), np.uint8)  # sent as 1288x728 (multiples of 28)
@@ -423,10 +424,7 @@ def test_a_huge_chunked_reply_is_cut_while_reading(canned: tuple[str, type[_Cann
         self.send_header("content-type", "application/json")
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
-        for start in range(0, len(body), 65536):
-            chunk = body[start : start + 65536]
-            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-        self.wfile.write(b"0\r\n\r\n")
+        write_chunked(self.wfile, body)
 
     handler.do_POST = do_post  # type: ignore[method-assign]
     outcome = ask(url, max_reply_bytes=100_000)

@@ -215,6 +215,19 @@ class Probe:
         if warm_up is not None:
             self.wait_until_answered(warm_up, timeout)
 
+    def transition(self, name: str, node: str = "/svlm_node") -> bool:
+        """One lifecycle transition (configure, activate, ...) of ``node``; its success."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        client = self.node.create_client(ChangeState, f"{node}/change_state")
+        assert client.wait_for_service(timeout_sec=60.0), node
+        request = ChangeState.Request()
+        request.transition.id = getattr(Transition, f"TRANSITION_{name.upper()}")
+        future = client.call_async(request)
+        self.wait_for(future.done, 120.0, f"the {name} transition of {node}")
+        return bool(future.result().success)
+
     def diagnostic_value(self, name: str, key: str) -> str | None:
         """A value of the latest ``name`` status on /diagnostics (needs ``diagnostics=True``)."""
         status = self.diagnostics.get(name)

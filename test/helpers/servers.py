@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -79,3 +80,12 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> Non
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def write_chunked(wfile: Any, body: bytes, chunk_size: int = 65536) -> None:
+    """``body`` as an HTTP/1.1 chunked transfer (no Content-Length: a streaming proxy's
+    reply); the headers, ``transfer-encoding: chunked`` among them, are sent already."""
+    for start in range(0, len(body), chunk_size):
+        chunk = body[start : start + chunk_size]
+        wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    wfile.write(b"0\r\n\r\n")

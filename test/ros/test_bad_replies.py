@@ -16,6 +16,7 @@ import pytest
 
 from test.helpers.graph import Probe, logs, node_log, real_frames, running_graph
 from test.helpers.models import tiny_model_dir
+from test.helpers.servers import write_chunked
 
 pytestmark = pytest.mark.integration
 
@@ -104,10 +105,7 @@ class Hostile(BaseHTTPRequestHandler):
             if mode == "chunked":
                 self.send_header("transfer-encoding", "chunked")
                 self.end_headers()
-                for start in range(0, len(body), 65536):
-                    chunk = body[start : start + 65536]
-                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                self.wfile.write(b"0\r\n\r\n")
+                write_chunked(self.wfile, body)
             else:
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()

@@ -75,20 +75,6 @@ def test_a_start_up_parameter_is_refused_and_a_configure_one_is_said_to_wait(
     assert "refused to set camera_ingest: rate_hz" in ingest_log.read_text()
 
 
-def transition(probe: Probe, name: str) -> bool:
-    """One lifecycle transition of svlm_node; whether it succeeded."""
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
-
-    client = probe.node.create_client(ChangeState, "/svlm_node/change_state")
-    assert client.wait_for_service(timeout_sec=60.0)
-    request = ChangeState.Request()
-    request.transition.id = getattr(Transition, f"TRANSITION_{name.upper()}")
-    future = client.call_async(request)
-    probe.wait_for(future.done, 120.0, f"the {name} transition")
-    return bool(future.result().success)
-
-
 def test_a_bad_model_path_at_a_later_configure_keeps_the_graph_running(tmp_path: Path) -> None:
     """The operator sets a model_path that does not exist and cycles svlm_node: configure
     fails and says why, the rest of the graph goes on answering (invalid frames, no SVLM),
@@ -104,14 +90,14 @@ def test_a_bad_model_path_at_a_later_configure_keeps_the_graph_running(tmp_path:
             frame = real_frames(1)[0]
             probe.wait_for_graph(warm_up=frame, frame_listeners=2)
             assert set_parameter(probe, "svlm_node", "model_path", "/no/such/model").successful
-            assert transition(probe, "deactivate") and transition(probe, "cleanup")
-            assert not transition(probe, "configure")
+            assert probe.transition("deactivate") and probe.transition("cleanup")
+            assert not probe.transition("configure")
             stamp = probe.wait_until_answered(frame, 60.0)  # the graph answers on
             assert runner.poll() is None
             (answer,) = [a for a in probe.answers if stamp_of(a.header.stamp) == stamp]
             assert answer.source == 0 and not answer.deadline_met  # no model: invalid
             assert set_parameter(probe, "svlm_node", "model_path", str(tiny_model_dir())).successful
-            assert transition(probe, "configure") and transition(probe, "activate")
+            assert probe.transition("configure") and probe.transition("activate")
             probe.svlm.clear()
             probe.wait_until_answered(frame, 60.0)
             probe.wait_for(lambda: any(r.status == 0 for r in probe.svlm), 60.0, "SVLM answers")

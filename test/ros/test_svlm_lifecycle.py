@@ -53,16 +53,7 @@ def start_svlm_node(model: Path, log: Any) -> subprocess.Popen[bytes]:
 
 
 def change(probe: Probe, transition: str) -> None:
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
-
-    client = probe.node.create_client(ChangeState, "/svlm_node/change_state")
-    assert client.wait_for_service(timeout_sec=30.0)
-    request = ChangeState.Request()
-    request.transition.id = getattr(Transition, f"TRANSITION_{transition.upper()}")
-    future = client.call_async(request)
-    probe.wait_for(future.done, 60.0, f"the {transition} transition")
-    assert future.result().success, transition
+    assert probe.transition(transition), transition
 
 
 def publish_frame(probe: Probe, publisher: object, seq: int) -> int:
@@ -237,23 +228,136 @@ def test_lifecycle_cycles_while_frames_flow_leave_svlm_node_as_a_fresh_start(
             )
             if cycle == 2:
                 break
-            change(probe, "deactivate")
-            change(probe, "cleanup")
-            for topic in ("/spotvlm/frame", "/spotvlm/context"):
-                probe.wait_for(
-                    lambda t=topic: probe.node.count_subscribers(t) == 0,
-                    30.0,
-                    f"no subscriber left on {topic} after cleanup",
-                )
-            change(probe, "configure")
-            change(probe, "activate")
-            for topic in ("/spotvlm/frame", "/spotvlm/context"):
-                probe.wait_for(
-                    lambda t=topic: probe.node.count_subscribers(t) == 1,
-                    30.0,
-                    f"exactly one subscriber on {topic} after configure",
-                )
+            # after cleanup no subscriber is left; after configure exactly one again
+            for transitions, subscribers in (
+                (("deactivate", "cleanup"), 0),
+                (("configure", "activate"), 1),
+            ):
+                for name in transitions:
+                    change(probe, name)
+                for topic in ("/spotvlm/frame", "/spotvlm/context"):
+                    probe.wait_for(
+                        lambda t=topic, n=subscribers: probe.node.count_subscribers(t) == n,
+                        30.0,
+                        f"{subscribers} subscriber(s) on {topic} after {transitions[-1]}",
+                    )
     finally:
         stop.set()
         probe.close()
     assert svlm.poll() is None
+
+
+def test_a_bad_context_update_is_refused_and_the_frames_are_still_answered(
+    svlm: subprocess.Popen[bytes],
+) -> None:
+    """Context updates from another publisher, latched: one with a NaN max_delay (refused,
+    the previous kept), one with an entry of unknown source and 500 ROIs (the entry left out,
+    the 100 highest-scoring ROIs kept). Every frame after each is answered OK."""
+    import math
+
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from spotvlm_msgs.msg import ContextUpdate, Frame, HistoryEntry, Roi
+    from spotvlm_ros.ros import qos
+    from spotvlm_ros.ros.convert import stamp_of
+
+    probe = Probe("bad_context_probe", overlays=False, camera=False)
+    counts: dict[str, str] = {}
+
+    def on_diagnostics(array: DiagnosticArray) -> None:
+        for status in array.status:
+            if status.name == "svlm_node: inference":
+                counts.update({kv.key: kv.value for kv in status.values})
+
+    probe.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
+    try:
+        frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
+        context = probe.node.create_publisher(ContextUpdate, "/spotvlm/context", qos.LATCHED)
+        probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
+        change(probe, "configure")
+        change(probe, "activate")
+        probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its frame topic")
+        now = probe.node.get_clock().now().to_msg()
+        many = [Roi(label="car", score=i / 500) for i in range(500)]
+        for roi in many:
+            roi.box.width = roi.box.height = 20
+        bad = [
+            ContextUpdate(history_size=2, max_delay=math.nan),
+            ContextUpdate(
+                history_size=2,
+                max_delay=10.0,
+                history=[HistoryEntry(stamp=now, answer="car", source=7)],
+                rois=many,
+                roi_source_stamp=now,
+            ),
+        ]
+        for seq, update in enumerate(bad):
+            context.publish(update)
+            stamp = publish_frame(probe, frames, seq)
+            probe.wait_for(
+                lambda s=stamp: any(stamp_of(r.header.stamp) == s for r in probe.svlm),
+                60.0,
+                f"the frame after bad context update {seq}",
+            )
+            (result,) = [r for r in probe.svlm if stamp_of(r.header.stamp) == stamp]
+            assert result.status == 0, result.error
+        probe.wait_for(lambda: counts.get("bad_context") == "1", 30.0, "bad_context counted")
+    finally:
+        probe.close()
+    assert svlm.poll() is None
+    text = (ROOT / "log" / "svlm-lifecycle.log").read_text()
+    assert "context update refused (delta must be >= 0 s, got nan)" in text, text[-2000:]
+    assert "1 history entr(ies) of unknown source left out" in text
+    assert "400 ROIs beyond 100 left out" in text
+
+
+def test_diagnostics_warn_while_most_frames_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model is held on one frame (the test gate) while four more arrive: each replaces
+    the one waiting and is dropped as superseded. svlm_node's status then says so (WARN),
+    not OK, although it is active and answering in principle."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    from spotvlm_msgs.msg import Frame
+    from spotvlm_ros.ros import qos
+    from spotvlm_ros.svlm.hold import HOLD_DIR_VARIABLE
+
+    gate = tmp_path / "gate"
+    monkeypatch.setenv(HOLD_DIR_VARIABLE, str(gate))
+    log = open(tmp_path / "svlm.log", "wb")  # noqa: SIM115 - closed below
+    proc = start_svlm_node(tiny_model_dir(), log)
+    probe = Probe("dropped_probe", overlays=False, camera=False)
+    statuses: list[DiagnosticStatus] = []
+    probe.node.create_subscription(
+        DiagnosticArray,
+        "/diagnostics",
+        lambda a: statuses.extend(s for s in a.status if s.name == "svlm_node: inference"),
+        50,
+    )
+    try:
+        frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
+        probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
+        change(probe, "configure")
+        change(probe, "activate")
+        probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its frame topic")
+        publish_frame(probe, frames, 0)
+        probe.wait_for(lambda: (gate / "holding-0").exists(), 60.0, "the model held on frame 0")
+        for seq in range(1, 5):
+            publish_frame(probe, frames, seq)
+        probe.wait_for(lambda: len(probe.svlm) >= 3, 60.0, "three frames dropped")
+        assert all(r.status == 1 and "superseded" in r.error for r in probe.svlm)  # DROPPED
+        probe.wait_for(
+            lambda: any(
+                s.level == DiagnosticStatus.WARN and "most frames dropped or failed" in s.message
+                for s in list(statuses)
+            ),
+            30.0,
+            "a WARN status while most frames are dropped",
+        )
+        (gate / "release-0").touch()
+        probe.wait_for(lambda: any(r.status == 0 for r in probe.svlm), 60.0, "frame 0 answered")
+    finally:
+        probe.close()
+        stop_process(proc, signal.SIGINT, 20.0)
+        log.close()

@@ -21,7 +21,7 @@ from spotvlm_ros.core.evaluation import EvaluationLog
 from spotvlm_ros.core.types import Source
 from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.ros import qos, topics
-from spotvlm_ros.ros.convert import stamp_of
+from spotvlm_ros.ros.convert import MAX_LABELS_IN, stamp_of
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import EXIT_NOTHING_SCORED, StartupError, run_node
 
@@ -72,14 +72,17 @@ class Evaluator(Node):
 
     def _on_truth(self, msg: GroundTruth) -> None:
         with self._lock:
-            self.log.truth(stamp_of(msg.header.stamp), self.vocabulary.normalize_all(msg.labels))
+            self.log.truth(
+                stamp_of(msg.header.stamp),
+                self.vocabulary.normalize_all(msg.labels[:MAX_LABELS_IN]),
+            )
 
     def _on_answer(self, msg: Answer) -> None:
         with self._lock:
             self.log.final(
                 stamp_of(msg.header.stamp),
                 Source(msg.source),
-                self.vocabulary.normalize_all(msg.labels),
+                self.vocabulary.normalize_all(msg.labels[:MAX_LABELS_IN]),
                 msg.latency,
             )
 
@@ -91,7 +94,7 @@ class Evaluator(Node):
         with self._lock:
             self.log.svlm(
                 stamp_of(msg.header.stamp),
-                self.vocabulary.normalize_all(msg.labels) if ok else None,
+                self.vocabulary.normalize_all(msg.labels[:MAX_LABELS_IN]) if ok else None,
                 tokens_used=msg.visual_tokens_used,
                 tokens_full=msg.visual_tokens_full,
                 dropped=msg.status == SvlmResult.STATUS_DROPPED,
@@ -103,7 +106,7 @@ class Evaluator(Node):
         with self._lock:
             self.log.lvlm(
                 stamp_of(msg.header.stamp),
-                self.vocabulary.normalize_all(msg.labels) if ok else None,
+                self.vocabulary.normalize_all(msg.labels[:MAX_LABELS_IN]) if ok else None,
             )
 
     def write_report(self) -> None:
