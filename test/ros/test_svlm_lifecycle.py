@@ -56,6 +56,19 @@ def change(probe: Probe, transition: str) -> None:
     assert probe.transition(transition), transition
 
 
+def activated(probe: Probe) -> Any:
+    """Configure and activate the svlm_node under test; its frame publisher, matched."""
+    from spotvlm_msgs.msg import Frame
+    from spotvlm_ros.ros import qos
+
+    frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
+    probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
+    change(probe, "configure")
+    change(probe, "activate")
+    probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its frame topic")
+    return frames
+
+
 def publish_frame(probe: Probe, publisher: object, seq: int) -> int:
     from spotvlm_msgs.msg import Frame
     from spotvlm_ros.ros.convert import rgb_to_image
@@ -155,8 +168,6 @@ def test_configure_activate_deactivate_cleanup(svlm: subprocess.Popen[bytes]) ->
 def test_svlm_node_loads_the_published_checkpoint_layout_through_model_path() -> None:
     """What a user with the downloaded Qwen2.5-VL-3B-Instruct folder does: model_path set
     to it, configure, activate, frames answered; the log says what was read from it."""
-    from spotvlm_msgs.msg import Frame
-    from spotvlm_ros.ros import qos
     from test.helpers.models import published_model_dir
 
     log_path = ROOT / "log" / "svlm-published-layout.log"
@@ -164,11 +175,7 @@ def test_svlm_node_loads_the_published_checkpoint_layout_through_model_path() ->
         proc = start_svlm_node(published_model_dir(), log)
         probe = Probe("published_layout_probe", overlays=False, camera=False)
         try:
-            frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
-            probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
-            change(probe, "configure")
-            change(probe, "activate")
-            probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its frame topic")
+            frames = activated(probe)
             publish_frame(probe, frames, 0)
             probe.wait_for(lambda: len(probe.svlm) == 1, 60.0, "an SVLM result")
             assert probe.svlm[0].status == 0, probe.svlm[0].error
@@ -319,8 +326,6 @@ def test_diagnostics_warn_while_most_frames_are_dropped(
     not OK, although it is active and answering in principle."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
-    from spotvlm_msgs.msg import Frame
-    from spotvlm_ros.ros import qos
     from spotvlm_ros.svlm.hold import HOLD_DIR_VARIABLE
 
     gate = tmp_path / "gate"
@@ -336,11 +341,7 @@ def test_diagnostics_warn_while_most_frames_are_dropped(
         50,
     )
     try:
-        frames = probe.node.create_publisher(Frame, "/spotvlm/frame", qos.RESULTS)
-        probe.wait_for(lambda: probe.svlm_state() == "unconfigured", 60.0, "svlm_node up")
-        change(probe, "configure")
-        change(probe, "activate")
-        probe.wait_for(lambda: frames.get_subscription_count() >= 1, 30.0, "its frame topic")
+        frames = activated(probe)
         publish_frame(probe, frames, 0)
         probe.wait_for(lambda: (gate / "holding-0").exists(), 60.0, "the model held on frame 0")
         for seq in range(1, 5):
