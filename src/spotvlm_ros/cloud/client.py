@@ -188,6 +188,7 @@ class LvlmOutcome:
     endpoint: str = ""  # the endpoint that answered (or failed last)
     retry_after: float | None = None  # s: the server asked for less load (429/503)
     rois_cut: int = 0  # valid ROIs beyond max_rois, not kept
+    too_large: bool = False  # the reply was over max_reply_bytes (or encoded): not read
 
     @property
     def ok(self) -> bool:
@@ -573,7 +574,11 @@ class LvlmClient:
         too_large = _too_large(exc)
         if too_large is not None:  # the server answered: not an endpoint fault
             return LvlmOutcome(
-                OutcomeKind.UNPARSABLE, latency, error=str(too_large), endpoint=endpoint
+                OutcomeKind.UNPARSABLE,
+                latency,
+                error=str(too_large),
+                endpoint=endpoint,
+                too_large=True,
             )
         if isinstance(exc, (openai.APITimeoutError, asyncio.TimeoutError)):
             return LvlmOutcome(OutcomeKind.TIMEOUT, latency, error=text, endpoint=endpoint)

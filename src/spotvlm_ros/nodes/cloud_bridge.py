@@ -349,7 +349,7 @@ class CloudBridge(Node):
                     f" ROIs: kept the {len(outcome.rois)} highest-scoring (max_rois); later "
                     "cuts are counted in diagnostics (rois_cut)"
                 )
-        if "max_reply_bytes" in outcome.error:  # said apart from the other failures
+        if outcome.too_large:  # said apart from the other failures
             with self._policy_lock:
                 self.too_large += 1
             self.get_logger().warning(
