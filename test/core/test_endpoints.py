@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from spotvlm_ros.core.endpoints import NS, EndpointPool, Health, parse_retry_after
+from spotvlm_ros.core.endpoints import EndpointPool, Health, parse_retry_after
+from spotvlm_ros.core.types import NS_PER_S as NS
 
 A, B, C = "http://a/v1", "http://b/v1", "http://c/v1"
 

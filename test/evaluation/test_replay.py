@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from spotvlm_ros.core.engine import SvlmInputs
 from spotvlm_ros.core.types import NS_PER_S, Box, Roi, Stamp
 from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.evaluation.replay import METHODS, Frame, LvlmAnswer, SvlmAnswer, replay
@@ -35,19 +35,19 @@ class ScriptedSvlm:
         self.calls.clear()
 
     def answer(
-        self,
-        name: str,
-        image: np.ndarray,
-        stamp: Stamp,
-        question: str,
-        context: str,
-        rois: Sequence[Roi],
-        roi_stamp: Stamp | None,
-        ggvr: bool,
-        gtvr: bool,
+        self, name: str, image: np.ndarray, stamp: Stamp, question: str, inputs: SvlmInputs
     ) -> SvlmAnswer:
-        self.calls.append({"name": name, "context": context, "rois": list(rois), "ggvr": ggvr})
-        return SvlmAnswer(SVLM_SAYS[int(name)], 0.3, 40 if ggvr else 252, 252)
+        self.calls.append(
+            {
+                "name": name,
+                "context": inputs.context_text,
+                "chat": inputs.chat,
+                "rois": list(inputs.rois),
+                "roi_stamp": inputs.roi_stamp,
+                "ggvr": inputs.ggvr,
+            }
+        )
+        return SvlmAnswer(SVLM_SAYS[int(name)], 0.3, 40 if inputs.ggvr else 252, 252)
 
 
 class ScriptedLvlm:
@@ -218,3 +218,61 @@ def test_live_evaluator_agrees_with_the_offline_one(tmp_path: Path) -> None:
         probe.close()
     assert report(tmp_path) == json.loads(json.dumps(offline)), out
     assert (tmp_path / "report.md").read_text().startswith("# spotvlm evaluation")
+
+
+def svlm_events(events: list[object]) -> dict[int, object]:
+    return {e.stamp: e for e in events if e.kind == "svlm"}  # type: ignore[attr-defined]
+
+
+def test_the_newest_frame_wins_as_in_svlm_node() -> None:
+    """A busy SVLM takes the newest frame: the one waiting is dropped as superseded when a
+    newer one arrives (not answered late in arrival order)."""
+    from spotvlm_ros.evaluation.replay import ReplayConfig
+
+    # with a 2.5 s deadline and 2.5 s per frame: frame 0 runs 0-2.5 s; frame 1 waits and is
+    # superseded by frame 2 at 2 s; frame 2 starts at 2.5 s; frame 3 starts at 5.0 s
+    svlm = ScriptedSvlm()
+    config = ReplayConfig(deadline=2.5, svlm_seconds=2.5)
+    _, events = replay(frames(), METHODS["edge_only"], lambda i: 1.0, svlm, None, VOCAB, config)
+    by_stamp = svlm_events(events)
+    assert [c["name"] for c in svlm.calls] == ["0", "2", "3"]
+    dropped = by_stamp[frames()[1].stamp]
+    assert dropped.dropped and "superseded" in dropped.why  # type: ignore[attr-defined]
+    assert dropped.time == frames()[2].stamp  # type: ignore[attr-defined]
+
+
+def test_rois_reach_the_svlm_only_from_accepted_answers_and_only_while_young() -> None:
+    from spotvlm_ros.core.context import ContextConfig
+    from spotvlm_ros.evaluation.replay import ReplayConfig
+
+    # delta 1.0 s: every cloud answer (1.5 s late) is stale, so neither its text nor its
+    # ROIs reach the SVLM (the old replay took the ROIs of any answer)
+    svlm = ScriptedSvlm()
+    stale = ReplayConfig(context=ContextConfig(max_entries=2, delta=1.0))
+    replay(frames(), METHODS["spotvlm"], lambda i: 1.5, svlm, ScriptedLvlm(), VOCAB, stale)
+    assert [c["rois"] for c in svlm.calls] == [[], [], [], []]
+    assert not any("cloud model" in str(c["context"]) for c in svlm.calls)
+    # accepted answers, but ROIs older than 1.5 s are not used: frame 0's ROIs (arrived at
+    # 1.5 s) are 2 s old at frame 2; frame 1's (arrived 2.5 s) are 2 s old at frame 3
+    svlm = ScriptedSvlm()
+    young = ReplayConfig(roi_max_age_s=1.5)
+    replay(frames(), METHODS["spotvlm"], lambda i: 1.5, svlm, ScriptedLvlm(), VOCAB, young)
+    assert [c["roi_stamp"] for c in svlm.calls] == [None, None, None, None]
+    assert "a car" in str(svlm.calls[2]["context"])  # the history is not bound by that age
+    svlm = ScriptedSvlm()
+    replay(frames(), METHODS["spotvlm"], lambda i: 1.5, svlm, ScriptedLvlm(), VOCAB)
+    stamps = [f.stamp for f in frames()]
+    assert [c["roi_stamp"] for c in svlm.calls] == [None, None, stamps[0], stamps[1]]
+
+
+def test_the_chat_history_form_can_be_evaluated_offline() -> None:
+    from spotvlm_ros.evaluation.replay import ReplayConfig
+
+    svlm = ScriptedSvlm()
+    config = ReplayConfig(history_form="chat")
+    replay(frames(), METHODS["crm"], lambda i: 1.5, svlm, ScriptedLvlm(), VOCAB, config)
+    assert all(c["context"] == "" for c in svlm.calls)
+    assert svlm.calls[0]["chat"] == ()
+    turns = svlm.calls[2]["chat"]
+    assert turns[-1] == {"role": "assistant", "content": "a car"}  # type: ignore[index]
+    assert "cloud model" in turns[0]["content"]  # type: ignore[index]

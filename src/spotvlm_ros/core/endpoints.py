@@ -16,9 +16,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-from spotvlm_ros.core.types import Stamp, seconds_between
-
-NS = 1_000_000_000
+from spotvlm_ros.core.types import NS_PER_S, Stamp, seconds_between
 
 
 class Health(enum.Enum):
@@ -111,7 +109,7 @@ class EndpointPool:
         steps = endpoint.failures - 1 if escalate else 0
         backoff = float(min(self.max_backoff_s, self.min_backoff_s * 2.0**steps))
         endpoint.health = Health.DOWN
-        endpoint.until = max(endpoint.until, now + int(backoff * NS))
+        endpoint.until = max(endpoint.until, now + int(backoff * NS_PER_S))
         return backoff
 
     def busy(self, endpoint: Endpoint, now: Stamp, retry_after_s: float, error: str) -> None:
@@ -119,7 +117,7 @@ class EndpointPool:
         endpoint.in_flight -= 1
         endpoint.last_error = error
         endpoint.health = Health.BUSY
-        endpoint.until = now + int(max(0.0, retry_after_s) * NS)
+        endpoint.until = now + int(max(0.0, retry_after_s) * NS_PER_S)
 
     def finished_otherwise(self, endpoint: Endpoint) -> None:
         """A request ended in a way that says nothing about the endpoint's health (a 4xx

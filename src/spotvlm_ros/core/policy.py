@@ -17,7 +17,7 @@ import enum
 import random
 from dataclasses import dataclass, field
 
-from spotvlm_ros.core.types import Stamp, seconds_between
+from spotvlm_ros.core.types import Stamp, seconds_between, stamp_from_seconds
 
 MAX_PRESSURE = 8.0
 """The most the spacing of uploads is widened under back-pressure."""
@@ -153,7 +153,7 @@ class UploadPolicy:
         """The server answered 429/503: hold uploads for ``retry_after_s`` (up to half again,
         at random) and widen the spacing of the ones after."""
         wait = max(0.0, retry_after_s) * (1.0 + 0.5 * self.rng.random())
-        until = now + int(wait * 1e9)
+        until = now + stamp_from_seconds(wait)
         self._held_until = max(self._held_until or until, until)
         self.pressure = min(MAX_PRESSURE, self.pressure_at(now) * 2.0)
         self._pressed_at = now

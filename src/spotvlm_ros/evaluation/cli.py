@@ -15,13 +15,13 @@ import json
 import random
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spotvlm_ros.core.types import NS_PER_S, Roi, Stamp
+from spotvlm_ros.core.engine import SvlmInputs
+from spotvlm_ros.core.types import NS_PER_S, Stamp
 from spotvlm_ros.core.vocab import Vocabulary, vocabulary
 from spotvlm_ros.data.sequences import READERS, DatasetError
 from spotvlm_ros.evaluation.replay import (
@@ -68,7 +68,7 @@ class QwenReplaySvlm:
     """The Qwen2.5-VL backend with a cache of its answers (GTVR runs are never cached: they
     depend on the features of earlier frames held by the model)."""
 
-    def __init__(self, model: str, cache: JsonCache, max_new_tokens: int = 16) -> None:
+    def __init__(self, model: str, cache: JsonCache, max_new_tokens: int = 32) -> None:
         from spotvlm_ros.svlm.qwen import QwenSvlm, QwenSvlmConfig
 
         self.svlm = QwenSvlm.load(QwenSvlmConfig(model=model, max_new_tokens=max_new_tokens))
@@ -79,28 +79,35 @@ class QwenReplaySvlm:
         self.svlm.forget_features()
 
     def answer(
-        self,
-        name: str,
-        image: np.ndarray,
-        stamp: Stamp,
-        question: str,
-        context: str,
-        rois: Sequence[Roi],
-        roi_stamp: Stamp | None,
-        ggvr: bool,
-        gtvr: bool,
+        self, name: str, image: np.ndarray, stamp: Stamp, question: str, inputs: SvlmInputs
     ) -> SvlmAnswer:
         from spotvlm_ros.svlm.qwen import Focus
 
-        k = key("svlm", self.model, name, question, context, [repr(r) for r in rois], ggvr)
-        if not gtvr and (hit := self.cache.get(k)) is not None:
+        k = key(
+            "svlm",
+            self.model,
+            name,
+            question,
+            inputs.context_text,
+            inputs.chat,
+            [repr(r) for r in inputs.rois],
+            inputs.ggvr,
+        )
+        if not inputs.gtvr and (hit := self.cache.get(k)) is not None:
             return SvlmAnswer(**hit)
-        focus = Focus(list(rois), roi_stamp) if rois and roi_stamp is not None else None
+        focus = Focus(inputs.rois, inputs.roi_stamp) if inputs.roi_stamp is not None else None
         out = self.svlm.infer(
-            image, question, stamp=stamp, context_text=context, focus=focus, ggvr=ggvr, gtvr=gtvr
+            image,
+            question,
+            stamp=stamp,
+            context_text=inputs.context_text,
+            history=list(inputs.chat),
+            focus=focus,
+            ggvr=inputs.ggvr,
+            gtvr=inputs.gtvr,
         )
         result = SvlmAnswer(out.answer, out.latency, out.visual_tokens_used, out.visual_tokens_full)
-        if not gtvr:
+        if not inputs.gtvr:
             self.cache.put(k, result.__dict__)
         return result
 
@@ -201,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deadline", type=float, default=1.0)
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/eval"))
-    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument(
+        "--max-new-tokens", type=int, default=32, help="SVLM answer limit (svlm_node's default)"
+    )
     args = p.parse_args(argv)
     try:
         vocab = vocabulary(args.vocabulary)

@@ -1,29 +1,44 @@
-"""Deterministic replay of a labelled sequence in virtual time through the same core as the
-live graph: upload policy, context replacement, compression, visual focus, arbitration and
-the evaluation bookkeeping.
+"""Deterministic replay of a labelled sequence in virtual time, driving the same engine
+objects as the live graph (core.engine, core.arbiter): which frame the SVLM takes (the
+newest wins; a superseded frame is dropped, as is one it cannot start within the
+deadline), the history and ROIs it gets (the ROIs only of LVLM answers that entered the
+history, no older than ``roi_max_age_s``), the upload policy with every request's end fed
+back, and arbitration at the deadline.
 
-Frames arrive at their stamps. The SVLM takes a fixed (or its measured) compute time per
-frame and works on one frame at a time; a frame it cannot start before the deadline is
-dropped. Uploaded frames' LVLM answers arrive after the modelled cloud latency and enter
-the SVLM's context (and ROIs) from the next frame the SVLM starts after their arrival.
+It is a discrete-event simulation of the graph: frames arrive at their stamps, the SVLM
+takes a fixed (or its measured) compute time per frame, uploaded frames' LVLM answers
+arrive after the modelled cloud latency. What differs from the live graph is only the
+clock and the transport (no DDS delay between the nodes).
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from spotvlm_ros.core.arbiter import Arbiter, Candidate
+from spotvlm_ros.core.arbiter import Arbiter, Candidate, Decision, LiveArbiter
 from spotvlm_ros.core.compression import ContextCompressor, CountTokens, count_words
-from spotvlm_ros.core.context import ContextConfig, ContextReplacement
+from spotvlm_ros.core.context import ContextConfig
+from spotvlm_ros.core.engine import (
+    SUPERSEDED,
+    ContextState,
+    FrameSlot,
+    InputRules,
+    RequestEnd,
+    SvlmInputs,
+    Uploads,
+    svlm_inputs,
+    too_late,
+)
 from spotvlm_ros.core.evaluation import EvaluationLog
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
-from spotvlm_ros.core.task import DEFAULT_QUESTION
-from spotvlm_ros.core.types import Roi, Source, Stamp, stamp_from_seconds
+from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
+from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between, stamp_from_seconds
 from spotvlm_ros.core.vocab import Vocabulary
 
 
@@ -75,18 +90,9 @@ class SvlmLike(Protocol):
     """The SVLM as the replay uses it."""
 
     def answer(
-        self,
-        name: str,
-        image: np.ndarray,
-        stamp: Stamp,
-        question: str,
-        context: str,
-        rois: Sequence[Roi],
-        roi_stamp: Stamp | None,
-        ggvr: bool,
-        gtvr: bool,
+        self, name: str, image: np.ndarray, stamp: Stamp, question: str, inputs: SvlmInputs
     ) -> SvlmAnswer:
-        """Answer about one frame."""
+        """Answer about one frame, with the history and ROIs the engine chose for it."""
 
     def reset(self) -> None:
         """Forget every past frame (called before each run)."""
@@ -111,15 +117,17 @@ class Frame:
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """Parameters of a replay."""
+    """Parameters of a replay (the live graph's defaults)."""
 
-    deadline: float = 1.0
+    deadline: float = DEFAULT_DEADLINE_S
     svlm_seconds: float | None = 0.3  # None: use the measured compute time
     context: ContextConfig = field(default_factory=ContextConfig)
     context_budget: int = 96  # in count_tokens units (the SVLM's tokens where it has any)
     count_tokens: CountTokens = count_words
     upload: UploadPolicyConfig = field(default_factory=UploadPolicyConfig)
     question: str = DEFAULT_QUESTION
+    roi_max_age_s: float = 10.0
+    history_form: str = "text"
 
 
 @dataclass
@@ -135,6 +143,15 @@ class Event:
     tokens_full: int = 0
     dropped: bool = False
     lvlm_history: tuple[Stamp, ...] = ()
+    context: str = ""  # svlm: the context text the SVLM was given
+    roi_stamp: Stamp | None = None  # svlm: the frame of the ROIs it focused on
+    why: str = ""  # svlm: why it was dropped
+    time: Stamp = 0  # when it happened (virtual time)
+
+
+# At equal times: LVLM answers arrive first, then the SVLM finishes, then frames arrive,
+# then deadlines pass (an answer exactly at its deadline is in time).
+_LVLM, _SVLM_DONE, _FRAME, _DEADLINE = range(4)
 
 
 def replay(
@@ -147,83 +164,155 @@ def replay(
     config: ReplayConfig | None = None,
 ) -> tuple[EvaluationLog, list[Event]]:
     """Run ``method`` over ``frames``; ``cloud_latency(i)`` is frame i's round trip (s)."""
-    cfg = config or ReplayConfig()
-    arbiter = Arbiter(cfg.deadline)
-    history = ContextReplacement(cfg.context)
-    compressor = ContextCompressor(cfg.context_budget, count_tokens=cfg.count_tokens)
-    upload = cfg.upload
-    if method.lvlm and not method.svlm:  # cloud-only: every frame goes to the cloud
-        upload = UploadPolicyConfig(mode=UploadMode.EVERY_FRAME, max_in_flight=1024)
-    policy = UploadPolicy(upload)
-    in_flight: list[tuple[Stamp, Stamp, LvlmAnswer]] = []  # (arrival, frame stamp, answer)
-    latest_rois: tuple[Stamp, tuple[Roi, ...]] | None = None
-    svlm_free: Stamp = -(2**62)
-    events: list[Event] = []
-    if svlm is not None:
-        svlm.reset()
+    run = _Run(frames, method, cloud_latency, svlm, lvlm, vocab, config or ReplayConfig())
+    run.run()
+    return apply(run.events, vocab), run.events
 
-    def deliver(until: Stamp) -> None:
-        nonlocal latest_rois
-        while in_flight and in_flight[0][0] <= until:
-            arrival, stamp, answer = in_flight.pop(0)
-            policy.on_finished(stamp, (arrival - stamp) / 1e9)
-            if method.crm:
-                history.replace(stamp, answer.answer, arrival, cfg.question)
-            if answer.rois and (latest_rois is None or stamp > latest_rois[0]):
-                latest_rois = (stamp, answer.rois)
 
-    for i, frame in enumerate(frames):
-        t = frame.stamp
-        events.append(Event("truth", t, frame.truth))
-        deliver(t)
-        candidates: list[Candidate] = []
-        if method.lvlm and lvlm is not None and policy.decide(t, t).upload:
-            policy.on_sent(t, t)
-            answer = lvlm.answer(frame.name, frame.image(), cfg.question)
-            arrival = t + stamp_from_seconds(cloud_latency(i))
-            bisect.insort(in_flight, (arrival, t, answer), key=lambda item: item[:2])
-            candidates.append(Candidate(Source.LVLM, answer.answer, answer.labels, arrival))
-            events.append(Event("lvlm", t, answer.labels))
-        if method.svlm and svlm is not None:
-            start = max(t, svlm_free)
-            if (start - t) / 1e9 > cfg.deadline:
-                events.append(Event("svlm", t, None, dropped=True))
-            else:
-                deliver(start)
-                compressed = compressor.for_frame(history, t) if method.crm else None
-                entries = compressed.entries if compressed else ()
-                context = compressed.text if compressed else ""
-                use_rois = latest_rois if (method.ggvr or method.gtvr) else None
-                out = svlm.answer(
-                    frame.name,
-                    frame.image(),
-                    t,
-                    cfg.question,
-                    context,
-                    use_rois[1] if use_rois else (),
-                    use_rois[0] if use_rois else None,
-                    method.ggvr and use_rois is not None,
-                    method.gtvr and use_rois is not None,
-                )
-                seconds = cfg.svlm_seconds if cfg.svlm_seconds is not None else out.seconds
-                svlm_free = start + stamp_from_seconds(seconds)
-                history.add_svlm(t, cfg.question, out.answer)
-                labels = vocab.parse_answer(out.answer)
-                candidates.append(Candidate(Source.SVLM, out.answer, labels, svlm_free))
-                cloud_turns = tuple(e.stamp for e in entries if e.source is Source.LVLM)
-                events.append(
-                    Event(
-                        "svlm",
-                        t,
-                        labels,
-                        tokens_used=out.tokens_used,
-                        tokens_full=out.tokens_full,
-                        lvlm_history=cloud_turns,
-                    )
-                )
-        decision = arbiter.decide(t, candidates)
-        events.append(Event("final", t, decision.labels, decision.source, decision.latency))
-    return apply(events, vocab), events
+class _Run:
+    """One replay: the graph's three nodes' engine objects, driven by a clock of events."""
+
+    def __init__(
+        self,
+        frames: Sequence[Frame],
+        method: Method,
+        cloud_latency: Callable[[int], float],
+        svlm: SvlmLike | None,
+        lvlm: LvlmLike | None,
+        vocab: Vocabulary,
+        cfg: ReplayConfig,
+    ) -> None:
+        self.frames, self.method, self.cloud_latency = frames, method, cloud_latency
+        self.svlm = svlm if method.svlm else None
+        self.lvlm = lvlm if method.lvlm else None
+        self.vocab, self.cfg = vocab, cfg
+        upload = cfg.upload
+        if method.lvlm and not method.svlm:  # cloud-only: every frame goes to the cloud
+            upload = UploadPolicyConfig(mode=UploadMode.EVERY_FRAME, max_in_flight=1024)
+        # context_manager's
+        self.context = ContextState(cfg.context)
+        self.arbiter = LiveArbiter(Arbiter(cfg.deadline), max_pending=1 << 30)
+        # cloud_bridge's
+        self.uploads = Uploads(UploadPolicy(upload))
+        # svlm_node's
+        self.slot: FrameSlot[int] = FrameSlot()
+        self.busy = False
+        self.compressor = ContextCompressor(cfg.context_budget, count_tokens=cfg.count_tokens)
+        self.rules = InputRules(
+            ggvr=method.ggvr,
+            gtvr=method.gtvr,
+            roi_max_age_s=cfg.roi_max_age_s,
+            history_form=cfg.history_form,
+            use_history=method.crm,
+        )
+        self.events: list[Event] = []
+        self._queue: list[tuple[Stamp, int, int, Any]] = []
+        self._order = itertools.count()
+
+    def at(self, time: Stamp, kind: int, payload: Any) -> None:
+        heapq.heappush(self._queue, (time, kind, next(self._order), payload))
+
+    def run(self) -> None:
+        if self.svlm is not None:
+            self.svlm.reset()
+        for i, frame in enumerate(self.frames):
+            self.at(frame.stamp, _FRAME, i)
+        while self._queue:
+            now, kind, _, payload = heapq.heappop(self._queue)
+            if kind == _FRAME:
+                self.on_frame(payload, now)
+            elif kind == _SVLM_DONE:
+                self.on_svlm_done(*payload, now)
+            elif kind == _LVLM:
+                self.on_lvlm(*payload, now)
+            self.decided(self.arbiter.due(now), now)
+        self.decided(self.arbiter.due(2**62), 2**62)
+
+    # --- camera_ingest and cloud_bridge ----------------------------------------------
+
+    def on_frame(self, i: int, now: Stamp) -> None:
+        frame = self.frames[i]
+        self.events.append(Event("truth", frame.stamp, frame.truth, time=now))
+        self.decided(self.arbiter.register(frame.stamp), now)
+        self.at(frame.stamp + stamp_from_seconds(self.cfg.deadline) + 1, _DEADLINE, None)
+        if self.lvlm is not None and self.uploads.decide(frame.stamp, now).upload:
+            self.arbiter.expect_lvlm(frame.stamp)
+            answer = self.lvlm.answer(frame.name, frame.image(), self.cfg.question)
+            arrival = now + stamp_from_seconds(self.cloud_latency(i))
+            self.at(arrival, _LVLM, (i, answer))
+        if self.svlm is not None:
+            superseded = self.slot.offer(i)
+            if superseded is not None:
+                self.dropped(superseded, SUPERSEDED, now)
+            if not self.busy:
+                self.start_next(now)
+
+    def on_lvlm(self, i: int, answer: LvlmAnswer, now: Stamp) -> None:
+        stamp = self.frames[i].stamp
+        self.uploads.on_outcome(stamp, now, RequestEnd.ANSWERED, seconds_between(stamp, now))
+        self.events.append(Event("lvlm", stamp, answer.labels, time=now))
+        # context_manager
+        self.context.on_lvlm(stamp, answer.answer, answer.rois, now, self.cfg.question)
+        candidate = Candidate(Source.LVLM, answer.answer, answer.labels, now)
+        decision = self.arbiter.offer(stamp, candidate)
+        self.decided([decision] if decision else [], now)
+
+    # --- svlm_node ---------------------------------------------------------------------
+
+    def start_next(self, now: Stamp) -> None:
+        """The SVLM is free at ``now``: it takes the waiting frame, if any."""
+        assert self.svlm is not None
+        while (i := self.slot.take()) is not None:
+            frame = self.frames[i]
+            why = too_late(frame.stamp, now, self.cfg.deadline)
+            if why is not None:
+                self.dropped(i, why, now)
+                continue
+            history, rois = self.context.history, self.context.rois
+            inputs = svlm_inputs(frame.stamp, history, rois, self.compressor, self.rules)
+            out = self.svlm.answer(
+                frame.name, frame.image(), frame.stamp, self.cfg.question, inputs
+            )
+            seconds = self.cfg.svlm_seconds if self.cfg.svlm_seconds is not None else out.seconds
+            self.busy = True
+            self.at(now + stamp_from_seconds(seconds), _SVLM_DONE, (i, out, inputs))
+            return
+
+    def on_svlm_done(self, i: int, out: SvlmAnswer, inputs: SvlmInputs, now: Stamp) -> None:
+        self.busy = False
+        stamp = self.frames[i].stamp
+        labels = self.vocab.parse_answer(out.answer)
+        self.events.append(
+            Event(
+                "svlm",
+                stamp,
+                labels,
+                tokens_used=out.tokens_used,
+                tokens_full=out.tokens_full,
+                lvlm_history=inputs.cloud_turns,
+                context=inputs.context_text,
+                roi_stamp=inputs.roi_stamp,
+                time=now,
+            )
+        )
+        # context_manager
+        self.context.on_svlm(stamp, self.cfg.question, out.answer)
+        decision = self.arbiter.offer(stamp, Candidate(Source.SVLM, out.answer, labels, now))
+        self.decided([decision] if decision else [], now)
+        self.start_next(now)
+
+    def dropped(self, i: int, why: str, now: Stamp) -> None:
+        self.events.append(
+            Event("svlm", self.frames[i].stamp, None, dropped=True, why=why, time=now)
+        )
+
+    # --- context_manager ---------------------------------------------------------------
+
+    def decided(self, decisions: Sequence[Decision], now: Stamp) -> None:
+        for d in decisions:
+            self.events.append(
+                Event("final", d.stamp, d.labels, d.source, d.latency, time=min(now, 2**62))
+            )
 
 
 def apply(events: Sequence[Event], vocab: Vocabulary) -> EvaluationLog:

@@ -20,6 +20,7 @@ from std_msgs.msg import Header
 
 from spotvlm_msgs.msg import Frame, LvlmResult
 from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, LvlmOutcome, OutcomeKind
+from spotvlm_ros.core.engine import RequestEnd, Uploads
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.parsing import Coordinates, dropped_box_reasons
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
@@ -209,19 +210,18 @@ class CloudBridge(Node):
                 client_config, user=self.get_namespace().strip("/") or "spotvlm"
             )
         self.client_config = client_config
-        self.policy = UploadPolicy(policy_config)
+        self.uploads = Uploads(UploadPolicy(policy_config))
+        self.policy = self.uploads.policy
         self._policy_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self._latencies = RecentValues(60.0)  # answered requests' latencies [s]
         self._streak = FailureStreak()
         self._last_error = ""
-        self.skipped = 0
         self.truncated = 0  # replies cut by max_tokens
         self.rois_cut = 0  # valid ROIs beyond max_rois, not kept
         self.too_large = 0  # replies over max_reply_bytes, not read
         self.boxes_dropped: Counter[str] = Counter()  # invalid boxes in replies, by reason
         self._said_rois_cut = False
-        self.backoffs = 0  # 429/503 answers that slowed the uploads down
         self._said_structured_refused = False
         self._results = self.create_publisher(LvlmResult, topics.LVLM_RESULT, qos.RESULTS)
         self._uploads = self.create_publisher(Header, topics.UPLOADS, qos.RESULTS)
@@ -255,16 +255,13 @@ class CloudBridge(Node):
         stamp = stamp_of(frame.header.stamp)
         now = self.get_clock().now().nanoseconds
         with self._policy_lock:
-            decision = self.policy.decide(stamp, now)
-            if not decision.upload:
-                self.skipped += 1
+            if not self.uploads.decide(stamp, now).upload:
                 return
-            self.policy.on_sent(stamp, now)
         try:
             rgb = image_to_rgb(frame.image, self.config.max_input_pixels)
         except ImageError as exc:
             with self._policy_lock:
-                self.policy.on_finished(stamp, None)
+                self.uploads.on_outcome(stamp, now, RequestEnd.FAILED)
             self._publish(frame, LvlmOutcome(OutcomeKind.BAD_INPUT, 0.0, error=str(exc)))
             return
         self._uploads.publish(Header(stamp=frame.header.stamp, frame_id=frame.header.frame_id))
@@ -281,23 +278,13 @@ class CloudBridge(Node):
         now = self.get_clock().now().nanoseconds
         try:
             with self._policy_lock:
-                stamp = stamp_of(frame.header.stamp)
-                if outcome.retry_after is not None:
-                    # 429/503 from every replica: slow down, do not retry blindly
-                    self.policy.on_finished(stamp, None)
-                    self.policy.back_off(now, outcome.retry_after)
-                    self.backoffs += 1
-                else:
-                    # A timeout counts as the time waited: the cloud is at least that slow.
-                    # A refusal or a dead server answers fast, which says nothing of speed.
-                    timed = outcome.kind in (
-                        OutcomeKind.OK,
-                        OutcomeKind.TIMEOUT,
-                        OutcomeKind.UNPARSABLE,
-                    )
-                    self.policy.on_finished(stamp, (outcome.latency or None) if timed else None)
-                    if outcome.ok:
-                        self.policy.relieved()
+                self.uploads.on_outcome(
+                    stamp_of(frame.header.stamp),
+                    now,
+                    request_end(outcome),
+                    outcome.latency,
+                    outcome.retry_after,
+                )
             if outcome.retry_after is not None:
                 self.get_logger().warning(
                     f"LVLM asked for less load ({outcome.error[:160]}): uploads wait "
@@ -404,13 +391,13 @@ class CloudBridge(Node):
             "latency_max_s": max(recent) if recent else None,
             "failing_for_s": failing,
             "in_flight": self.policy.in_flight,
-            "skipped_by_policy": self.skipped,
+            "skipped_by_policy": self.uploads.skipped,
             "truncated_replies": self.truncated,
             "rois_cut": self.rois_cut,
             "replies_too_large": self.too_large,
             **{f"boxes_dropped_{k}": v for k, v in sorted(self.boxes_dropped.items())},
             "upload_pressure": self.policy.pressure_at(now),
-            "backoffs": self.backoffs,
+            "backoffs": self.uploads.backoffs,
             **{
                 f"endpoint {u}": v
                 for u, v in self._client.pool.summary(time.monotonic_ns()).items()
@@ -434,7 +421,25 @@ class CloudBridge(Node):
             self.get_logger().warning(f"closing the LVLM client: {exc!r}")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5.0)
-        self.get_logger().info(f"LVLM outcomes: {dict(self.outcomes)}, skipped {self.skipped}")
+        self.get_logger().info(
+            f"LVLM outcomes: {dict(self.outcomes)}, skipped {self.uploads.skipped}"
+        )
+
+
+def request_end(outcome: LvlmOutcome) -> RequestEnd:
+    """How the upload policy sees a request's outcome: 429/503 from every replica holds the
+    uploads (slow down, do not retry blindly); a timeout counts as the time waited (the
+    cloud is at least that slow); a refusal or a dead server answers fast, which says
+    nothing of the speed."""
+    if outcome.retry_after is not None:
+        return RequestEnd.BUSY
+    if outcome.ok:
+        return RequestEnd.ANSWERED
+    if outcome.kind is OutcomeKind.UNPARSABLE:
+        return RequestEnd.UNUSABLE
+    if outcome.kind is OutcomeKind.TIMEOUT:
+        return RequestEnd.TIMED_OUT
+    return RequestEnd.FAILED
 
 
 def main(args: list[str] | None = None) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,13 @@ from visualization_msgs.msg import ImageMarker
 
 from spotvlm_msgs.msg import Answer, ContextUpdate, Frame, LvlmResult, SvlmResult
 from spotvlm_ros.core.arbiter import Arbiter, Candidate, Decision, LiveArbiter
-from spotvlm_ros.core.context import ContextConfig, ContextReplacement, ReplacementOutcome
+from spotvlm_ros.core.context import ContextConfig, ReplacementOutcome
+from spotvlm_ros.core.engine import ContextState
 from spotvlm_ros.core.health import FailureStreak
 from spotvlm_ros.core.ledger import FrameLedger, Losses, launcher_identity
 from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
+from spotvlm_ros.core.worker import LatestWorker
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
     MAX_LABELS_IN,
@@ -49,6 +50,9 @@ from spotvlm_ros.ros.convert import (
 from spotvlm_ros.ros.diagnostics import OK, WARN, DiagnosticsPublisher, status
 from spotvlm_ros.ros.params import declare
 from spotvlm_ros.ros.spin import StartupError, run_node
+
+OverlayJob = tuple[Frame, Decision, list[Roi], Stamp | None]
+"""What the overlay worker draws: the frame, its decision, the ROIs behind it and their frame."""
 
 
 @dataclass(frozen=True)
@@ -132,11 +136,11 @@ class ContextManager(Node):
         self._streak = FailureStreak()
         self._diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0, self._publish_diagnostics)
-        self.history = ContextReplacement(context_config)
+        self.state = ContextState(context_config)
+        self.history = self.state.history
         self.arbiter = LiveArbiter(Arbiter(self.config.deadline_s))
         self._frames: OrderedDict[Stamp, Frame] = OrderedDict()
         self._roi_sets: OrderedDict[Stamp, list[Roi]] = OrderedDict()
-        self._latest_rois: tuple[Stamp, list[Roi]] | None = None
         # frame -> ROI source stamp the SVLM used (a result that comes after its frame's
         # decision is never collected: bounded like the frames)
         self._svlm_rois: OrderedDict[Stamp, Stamp] = OrderedDict()
@@ -148,7 +152,7 @@ class ContextManager(Node):
         self._markers = self.create_publisher(ImageMarker, topics.ROI_MARKERS, qos.RESULTS)
         self._detections = detection_publisher(self, topics.DETECTIONS, qos.RESULTS)
         # Every callback runs on the node's one executor thread (ros/spin.py), so the state
-        # above needs no lock; the overlay thread gets its work only through _overlay_job.
+        # above needs no lock; the overlay worker gets its work only through offer().
         sub = self.create_subscription
         sub(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
         sub(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
@@ -162,11 +166,14 @@ class ContextManager(Node):
         # an answer, and an overlay superseded before it is drawn is skipped (and counted).
         self.overlays_skipped = 0
         self.rois_cut = 0  # ROIs beyond MAX_ROIS_IN in received LVLM results
-        self._overlay_job: tuple[Frame, Decision, list[Roi], Stamp | None] | None = None
-        self._overlay_ready = threading.Condition()
-        self._closing = False
-        self._overlay_thread = threading.Thread(target=self._draw_overlays, daemon=True)
-        self._overlay_thread.start()
+        self._overlays: LatestWorker[OverlayJob] = LatestWorker(
+            "overlays",
+            lambda job: self._publish_overlay(*job),
+            on_superseded=self._overlay_skipped,
+            on_error=lambda job, exc: self.get_logger().warning(  # never takes the node down
+                f"overlay failed: {exc!r}", throttle_duration_sec=10.0
+            ),
+        )
         self.get_logger().info(
             f"history K={context_config.max_entries}, delta {context_config.delta} s, "
             f"deadline {self.config.deadline_s} s"
@@ -244,7 +251,7 @@ class ContextManager(Node):
             bound(self._svlm_rois, self.config.frames_kept)
         if result.status == SvlmResult.STATUS_OK:
             answer = bounded_text(result.answer)
-            self.history.add_svlm(stamp, bounded_text(result.question), answer)
+            self.state.on_svlm(stamp, bounded_text(result.question), answer)
             labels = frozenset(result.labels[:MAX_LABELS_IN])
             candidate = Candidate(Source.SVLM, answer, labels, self._now())
             decision = self.arbiter.offer(stamp, candidate)
@@ -268,14 +275,16 @@ class ContextManager(Node):
             update = None
         else:
             answer = bounded_text(result.answer)
-            outcome = self.history.replace(stamp, answer, arrival, bounded_text(result.question))
+            rois = rois_from_msgs(result.rois)
+            outcome = self.state.on_lvlm(
+                stamp, answer, rois, arrival, bounded_text(result.question)
+            )
             if outcome is ReplacementOutcome.STALE:
                 self.get_logger().info(
                     f"LVLM answer for frame {result.frame_seq} arrived "
                     f"{seconds_between(stamp, arrival):.1f} s late (> delta): not used",
                     throttle_duration_sec=10.0,
                 )
-            rois = rois_from_msgs(result.rois)
             if cut := cut_count(result.rois, MAX_ROIS_IN):
                 self.rois_cut += cut
                 self.get_logger().warning(
@@ -287,8 +296,6 @@ class ContextManager(Node):
             if rois:  # kept for the overlays, whether or not they go to the SVLM
                 self._roi_sets[stamp] = rois
                 bound(self._roi_sets, self.config.frames_kept)
-            if rois and outcome in (ReplacementOutcome.REPLACED, ReplacementOutcome.INSERTED):
-                self._latest_rois = (stamp, rois)
             labels = frozenset(result.labels[:MAX_LABELS_IN])
             candidate = Candidate(Source.LVLM, answer, labels, arrival)
             decision = self.arbiter.offer(stamp, candidate)
@@ -327,9 +334,9 @@ class ContextManager(Node):
         # every turn held: svlm_node rebuilds the history and shows each frame the turns
         # before it, compressed in its own tokens (ContextCompressor.for_frame, as the replay)
         update.history = entries_to_msgs(self.history.turns())
-        if self._latest_rois is not None:
-            update.roi_source_stamp = to_time(self._latest_rois[0])
-            update.rois = rois_to_msgs(self._latest_rois[1])
+        if self.state.rois is not None:
+            update.roi_source_stamp = to_time(self.state.rois[0])
+            update.rois = rois_to_msgs(self.state.rois[1])
         return update
 
     def _emit(self, decisions: list[Decision]) -> None:
@@ -361,11 +368,7 @@ class ContextManager(Node):
             if self._detections is not None:  # one per answer: empty when no ROI was behind it
                 self._detections.publish(detections_to_msg(answer.header, rois))
             if frame is not None and self._overlay_watched():
-                with self._overlay_ready:
-                    if self._overlay_job is not None:
-                        self.overlays_skipped += 1
-                    self._overlay_job = (frame, decision, rois, roi_stamp)
-                    self._overlay_ready.notify()
+                self._overlays.offer((frame, decision, rois, roi_stamp))
         try:
             self._ledger.flush()
         except OSError as exc:
@@ -380,18 +383,8 @@ class ContextManager(Node):
             self._overlay.get_subscription_count() + self._markers.get_subscription_count() > 0
         )
 
-    def _draw_overlays(self) -> None:
-        while True:
-            with self._overlay_ready:
-                while self._overlay_job is None and not self._closing:
-                    self._overlay_ready.wait()
-                if self._closing:
-                    return
-                job, self._overlay_job = self._overlay_job, None
-            try:
-                self._publish_overlay(*job)  # type: ignore[misc]
-            except Exception as exc:  # visualisation must never take the node down
-                self.get_logger().warning(f"overlay failed: {exc!r}", throttle_duration_sec=10.0)
+    def _overlay_skipped(self, job: OverlayJob) -> None:
+        self.overlays_skipped += 1
 
     def _publish_overlay(
         self, frame: Frame, decision: Decision, rois: list[Roi], roi_stamp: Stamp | None
@@ -463,10 +456,7 @@ class ContextManager(Node):
         """Decide what is still pending, stop drawing, and log the totals."""
         decided = self.arbiter.due(self._now() + int(self.config.deadline_s * 2e9))
         self._emit(decided)
-        with self._overlay_ready:
-            self._closing = True
-            self._overlay_ready.notify()
-        self._overlay_thread.join(timeout=5.0)
+        self._overlays.close(timeout=5.0)
         if not self.arbiter.pending():
             self._ledger.remove()
         c = self.history.counters

@@ -6,10 +6,12 @@ deadline), ``cleanup`` frees the model's memory. With ``autostart`` (the launch 
 it) the node configures and activates itself, also after a respawn; ``ros2 lifecycle set
 /svlm_node deactivate|cleanup`` pauses or unloads it on a robot.
 
-Inference runs in a worker thread, so the executor keeps serving parameter requests and
-context updates while the model is busy. At most one frame waits for the worker: a newer
-frame replaces it, and every frame that is not answered is reported (status DROPPED),
-never queued without bound and never silently lost.
+Inference runs on a latest-slot worker (core.worker), so the executor keeps serving
+parameter requests and context updates while the model is busy. Which frame the model
+takes and what it gets with it (history, ROIs) is the engine's (core.engine), the same code
+the offline replay runs: at most one frame waits, a newer frame replaces it, and every
+frame that is not answered is reported (status DROPPED), never queued without bound and
+never silently lost.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from spotvlm_msgs.msg import ContextUpdate, Frame, SvlmResult
 from spotvlm_ros.core.compression import ContextCompressor
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement, HistoryEntry
+from spotvlm_ros.core.engine import SUPERSEDED, InputRules, svlm_inputs, too_late
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.task import DEFAULT_QUESTION
 from spotvlm_ros.core.types import NS_PER_S, Roi, seconds_between
 from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.core.worker import LatestWorker
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
@@ -74,14 +78,13 @@ class SvlmNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("svlm_node")
         self._read_parameters(self.declare_and_read)
-        self._lock = threading.Condition()
-        self._pending: Frame | None = None
+        self._context_lock = threading.Lock()
         self._latest_context: ReceivedContext | None = None
-        self._closing = False
         self._active = False
         self.backend: Any = None
         self.compressor: Any = None  # made with the backend's tokenizer at configure
-        self._worker: threading.Thread | None = None
+        self.rules = InputRules()
+        self._worker: LatestWorker[Frame] | None = None
         self._publisher: Any = None
         # not `_subscriptions`: that is rclpy Node's own list of every subscription; sharing
         # its name made cleanup destroy only every other one (an orphaned context
@@ -254,10 +257,12 @@ class SvlmNode(LifecycleNode):
         try:
             torch.set_num_threads(self.torch_threads)
             self.vocabulary = vocabulary(self.config.task_vocabulary)
-            if self.config.history_form not in ("text", "chat"):
-                raise ValueError(
-                    f"history_form must be 'text' or 'chat', got {self.config.history_form!r}"
-                )
+            self.rules = InputRules(
+                ggvr=self.config.ggvr,
+                gtvr=self.config.gtvr,
+                roi_max_age_s=self.config.roi_max_age_s,
+                history_form=self.config.history_form,
+            )
             with self._loading_diagnostics(model):
                 self.backend = QwenSvlm.load(QwenSvlmConfig(**self._backend_config_args))
                 for note in self.backend.notes:
@@ -289,7 +294,6 @@ class SvlmNode(LifecycleNode):
                 f"{HOLD_DIR_VARIABLE} is set: every frame's decoding waits at a test gate in "
                 f"{self._hold.folder} (unset it outside tests)"
             )
-        self._closing = False
         self._publisher = self.create_lifecycle_publisher(
             SvlmResult, topics.SVLM_RESULT, qos.RESULTS
         )
@@ -297,8 +301,12 @@ class SvlmNode(LifecycleNode):
             self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS),
             self.create_subscription(ContextUpdate, topics.CONTEXT, self._on_context, qos.LATCHED),
         ]
-        self._worker = threading.Thread(target=self._work, name="svlm_worker", daemon=True)
-        self._worker.start()
+        self._worker = LatestWorker(
+            "svlm_worker",
+            self._process,
+            on_superseded=lambda frame: self._publish_dropped(frame, SUPERSEDED),
+            on_error=self._on_worker_error,
+        )
         self.get_logger().info(
             f"SVLM {model} loaded on {self.backend.device}; "
             f"GGVR {'on' if self.config.ggvr else 'off'}, "
@@ -355,8 +363,7 @@ class SvlmNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Pause: frames are no longer answered (the model stays loaded)."""
         self._active = False
-        with self._lock:
-            pending, self._pending = self._pending, None
+        pending = self._worker.clear() if self._worker is not None else None
         if pending is not None:
             self.counts["ignored_inactive"] += 1
         self.get_logger().info(
@@ -392,12 +399,9 @@ class SvlmNode(LifecycleNode):
     def _stop_worker(self) -> None:
         if self._worker is None:
             return
-        with self._lock:
-            self._closing = True
-            self._lock.notify()
-        if self._hold is not None:
+        if self._hold is not None:  # a frame held at the test gate must not block the stop
             self._hold.closing.set()
-        self._worker.join(timeout=30.0)
+        self._worker.close(timeout=30.0)
         self._worker = None
 
     def declare_and_read(
@@ -421,11 +425,9 @@ class SvlmNode(LifecycleNode):
                 throttle_duration_sec=10.0,
             )
             return
-        with self._lock:
-            replaced, self._pending = self._pending, frame
-            self._lock.notify()
-        if replaced is not None:
-            self._publish_dropped(replaced, "superseded by a newer frame while the model was busy")
+        worker = self._worker
+        if worker is not None:
+            worker.offer(frame)
 
     def _on_context(self, update: ContextUpdate) -> None:
         """Convert (and bound) the context once, as it arrives: a bad update from any
@@ -444,7 +446,7 @@ class SvlmNode(LifecycleNode):
             self.get_logger().warning(
                 f"context update: {context.dropped}", throttle_duration_sec=10.0
             )
-        with self._lock:
+        with self._context_lock:
             self._latest_context = context
 
     def close(self) -> None:
@@ -454,31 +456,21 @@ class SvlmNode(LifecycleNode):
 
     # --- worker -------------------------------------------------------------------------
 
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                while self._pending is None and not self._closing:
-                    self._lock.wait()
-                if self._closing:
-                    return
-                frame, self._pending = self._pending, None
-                context = self._latest_context
-            try:
-                self._process(frame, context)
-            except Exception as exc:  # the worker must survive anything the backend throws
-                self.get_logger().error(f"SVLM failed on frame {frame.seq}: {exc!r}")
-                self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=repr(exc)))
+    def _on_worker_error(self, frame: Frame, exc: Exception) -> None:
+        self.counts["errors"] += 1
+        self.get_logger().error(f"SVLM failed on frame {frame.seq}: {exc!r}")
+        self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=repr(exc)))
 
-    def _process(self, frame: Frame, context: ReceivedContext | None) -> None:
+    def _process(self, frame: Frame) -> None:
         from spotvlm_ros.svlm.qwen import Focus, SvlmError
 
+        with self._context_lock:
+            context = self._latest_context
         stamp = stamp_of(frame.header.stamp)
         started = self.get_clock().now().nanoseconds
-        waited = seconds_between(stamp, started)
-        if waited > self.config.deadline_s:
-            self._publish_dropped(
-                frame, f"could not start before the deadline ({waited:.2f} s after its stamp)"
-            )
+        why = too_late(stamp, started, self.config.deadline_s)
+        if why is not None:
+            self._publish_dropped(frame, why)
             return
         try:
             rgb = image_to_rgb(frame.image, self.config.max_pixels_in)
@@ -487,30 +479,23 @@ class SvlmNode(LifecycleNode):
             self.get_logger().warning(f"frame {frame.seq}: {exc}", throttle_duration_sec=5.0)
             self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=str(exc)))
             return
-        focus = None
         history = ContextReplacement()
+        rois = None
         if context is not None:
             history = ContextReplacement.from_turns(context.config, context.entries)
-            if (
-                context.rois
-                and context.roi_stamp < stamp
-                and seconds_between(context.roi_stamp, stamp) <= self.config.roi_max_age_s
-            ):
-                focus = Focus(context.rois, context.roi_stamp)
-        compressed = self.compressor.for_frame(history, stamp)
-        context_text, chat = compressed.text, []
-        if self.config.history_form == "chat":
-            chat, context_text = self.compressor.chat_messages(compressed.entries, stamp), ""
+            rois = (context.roi_stamp, context.rois)
+        inputs = svlm_inputs(stamp, history, rois, self.compressor, self.rules)
+        focus = Focus(inputs.rois, inputs.roi_stamp) if inputs.roi_stamp is not None else None
         try:
             out = self.backend.infer(
                 rgb,
                 self.config.question,
                 stamp=stamp,
-                context_text=context_text,
-                history=chat,
+                context_text=inputs.context_text,
+                history=list(inputs.chat),
                 focus=focus,
-                ggvr=self.config.ggvr and focus is not None,
-                gtvr=self.config.gtvr and focus is not None,
+                ggvr=inputs.ggvr,
+                gtvr=inputs.gtvr,
                 on_token=self._hold.for_frame(frame.seq) if self._hold is not None else None,
             )
         except SvlmError as exc:
@@ -524,11 +509,11 @@ class SvlmNode(LifecycleNode):
         result.queue_delay = max(0.0, (started - stamp_of(frame.ingest_time)) / NS_PER_S)
         result.visual_tokens_used = out.visual_tokens_used
         result.visual_tokens_full = out.visual_tokens_full
-        result.history_used = entries_to_msgs(compressed.entries)
-        result.context_text = context_text
+        result.history_used = entries_to_msgs(inputs.entries)
+        result.context_text = inputs.context_text
         result.roi_used = out.ggvr_applied or out.gtvr_applied
-        if focus is not None:
-            result.roi_source_stamp = to_time(context.roi_stamp)  # type: ignore[union-attr]
+        if inputs.roi_stamp is not None:
+            result.roi_source_stamp = to_time(inputs.roi_stamp)
         result.ggvr_applied = out.ggvr_applied
         result.gtvr_applied = out.gtvr_applied
         result.focus_note = out.focus_note

@@ -2,7 +2,8 @@
 
 R robots x C cameras produce frames at the task rate; each camera's cloud_bridge decides
 uploads with the package's own upload policy (core.policy) and chooses a replica with its
-own endpoint pool (core.endpoints), exactly the code the bridges run. S replicas serve K
+own endpoint pool (core.endpoints), and feeds every request's end back through the same
+``Uploads.on_outcome`` (core.engine) as the bridges do. S replicas serve K
 requests at once each, a request beyond that waits in the replica's queue (``--queue``,
 -1 unbounded) or is refused with 429 + Retry-After (``--queue 0``, as the local server
 does). Service times are drawn from measurements: a file of seconds (``--service-trace``,
@@ -33,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from spotvlm_ros.core.endpoints import EndpointPool
+from spotvlm_ros.core.engine import RequestEnd, Uploads
 from spotvlm_ros.core.health import percentile
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
-
-NS = 1_000_000_000
+from spotvlm_ros.core.types import NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class FleetResult:
 
 @dataclass
 class _Camera:
-    policy: UploadPolicy
+    uploads: Uploads
     pool: EndpointPool
     newest: float | None = None  # frame time of the newest LVLM answer arrived
 
@@ -127,7 +128,9 @@ def simulate(config: FleetConfig) -> FleetResult:
     urls = tuple(f"replica-{i}" for i in range(config.replicas))
     cameras = [
         _Camera(
-            UploadPolicy(UploadPolicyConfig(config.mode, config.max_in_flight, config.stride)),
+            Uploads(
+                UploadPolicy(UploadPolicyConfig(config.mode, config.max_in_flight, config.stride))
+            ),
             EndpointPool(urls),
         )
         for _ in range(config.cameras)
@@ -184,7 +187,7 @@ def simulate(config: FleetConfig) -> FleetResult:
         t, _, kind, payload = heapq.heappop(events)
         if t > config.duration_s:
             break
-        now = int(t * NS)
+        now = int(t * NS_PER_S)
         if kind == "frame":
             cam = cameras[payload]
             at(t + period, "frame", payload)
@@ -196,13 +199,12 @@ def simulate(config: FleetConfig) -> FleetResult:
                 tally = result.per_camera.setdefault(payload, [0, 0])
                 tally[0] += 1
                 tally[1] += age > config.delta_s
-            if not cam.policy.decide(now, now).upload:
+            if not cam.uploads.decide(now, now).upload:
                 continue
-            cam.policy.on_sent(now, now)
             endpoint = cam.pool.choose(now)
-            if endpoint is None:
-                cam.policy.on_finished(now, None)
-                cam.policy.back_off(now, cam.pool.next_usable_in(now))
+            if endpoint is None:  # every replica busy or down: the client's "none usable"
+                wait = cam.pool.next_usable_in(now)
+                cam.uploads.on_outcome(now, now, RequestEnd.BUSY, retry_after_s=wait)
                 continue
             cam.pool.started(endpoint)
             req = next(request_ids)
@@ -243,12 +245,11 @@ def simulate(config: FleetConfig) -> FleetResult:
                 continue  # already timed out (or answered): the later event changes nothing
             info["settled"] = True
             cam = cameras[info["camera"]]
-            sent = int(info["frame"] * NS)
+            sent = int(info["frame"] * NS_PER_S)
             latency = t - info["frame"]
             if kind == "reply":
                 cam.pool.succeeded(info["endpoint"])
-                cam.policy.on_finished(sent, latency)
-                cam.policy.relieved()
+                cam.uploads.on_outcome(sent, now, RequestEnd.ANSWERED, latency)
                 if cam.newest is None or info["frame"] > cam.newest:
                     cam.newest = info["frame"]
                 if scored(info["frame"]):
@@ -257,14 +258,15 @@ def simulate(config: FleetConfig) -> FleetResult:
                     result.on_time += latency <= config.deadline_s
             elif kind == "refused":
                 cam.pool.busy(info["endpoint"], now, config.retry_after_s, "429")
-                cam.policy.on_finished(sent, None)
-                cam.policy.back_off(now, config.retry_after_s)
+                cam.uploads.on_outcome(
+                    sent, now, RequestEnd.BUSY, retry_after_s=config.retry_after_s
+                )
                 if scored(info["frame"]):
                     result.refused += 1
             else:
                 abort(info, req, t)
                 cam.pool.failed(info["endpoint"], now, "timeout", escalate=False)
-                cam.policy.on_finished(sent, config.timeout_s)
+                cam.uploads.on_outcome(sent, now, RequestEnd.TIMED_OUT, config.timeout_s)
                 if scored(info["frame"]):
                     result.lost += 1
     result.capacity_slot_s = (

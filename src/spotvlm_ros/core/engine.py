@@ -1,0 +1,226 @@
+"""The per-frame engine: SpotVLM's central step, written once for the live graph and for
+the offline replay (and the fleet simulation).
+
+ROS-free and clock-free: every time is an argument (``now``), so the nodes drive it in
+real time and the replay in virtual time. The graph is distributed, and so is the engine:
+each part belongs to the node that owns its state.
+
+- :class:`FrameSlot` (svlm_node): which frame the SVLM takes. One frame waits while the
+  SVLM is busy; a newer one replaces it (the older is answered as dropped, superseded), and
+  a frame the SVLM cannot start within the deadline is dropped.
+- :class:`ContextState` (context_manager): context replacement (CRM) and the ROIs handed to
+  the SVLM, which are taken only from LVLM answers that entered the history.
+- :func:`svlm_inputs` (svlm_node): what the SVLM gets for a frame: the history shown to
+  it, compressed, as prompt text or chat turns, and the ROIs if they are older than the
+  frame and young enough.
+- :class:`Uploads` (cloud_bridge): the upload decision, and one :meth:`Uploads.on_outcome`
+  for every request's end.
+- arbitration at the deadline is :class:`spotvlm_ros.core.arbiter.LiveArbiter`
+  (context_manager).
+
+docs/architecture.md shows the parts and their three drivers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from spotvlm_ros.core.compression import ContextCompressor
+from spotvlm_ros.core.context import (
+    ContextConfig,
+    ContextReplacement,
+    HistoryEntry,
+    ReplacementOutcome,
+)
+from spotvlm_ros.core.policy import UploadDecision, UploadPolicy
+from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
+
+T = TypeVar("T")
+
+SUPERSEDED = "superseded by a newer frame while the model was busy"
+
+
+def too_late(stamp: Stamp, now: Stamp, deadline_s: float) -> str | None:
+    """Why the frame at ``stamp`` cannot be started at ``now`` (None if it can)."""
+    waited = seconds_between(stamp, now)
+    if waited > deadline_s:
+        return f"could not start before the deadline ({waited:.2f} s after its stamp)"
+    return None
+
+
+@dataclass
+class FrameSlot(Generic[T]):
+    """The one place in front of a busy model: the newest frame wins.
+
+    Not thread-safe by itself (:class:`spotvlm_ros.core.worker.LatestWorker` guards it)."""
+
+    _waiting: T | None = None
+
+    def offer(self, item: T) -> T | None:
+        """Put ``item`` in the slot; returns the item it superseded (to be answered as
+        dropped), if any."""
+        superseded, self._waiting = self._waiting, item
+        return superseded
+
+    def take(self) -> T | None:
+        """The waiting item, if any; the slot is then empty."""
+        item, self._waiting = self._waiting, None
+        return item
+
+    @property
+    def waiting(self) -> T | None:
+        """The item in the slot (None when empty)."""
+        return self._waiting
+
+
+@dataclass
+class ContextState:
+    """What context_manager owns for the SVLM: the history (with context replacement) and
+    the newest ROIs of an LVLM answer that entered it."""
+
+    config: ContextConfig = field(default_factory=ContextConfig)
+    history: ContextReplacement = field(init=False)
+    rois: tuple[Stamp, tuple[Roi, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        self.history = ContextReplacement(self.config)
+
+    def on_svlm(self, stamp: Stamp, question: str, answer: str) -> None:
+        """The SVLM answered the frame at ``stamp``."""
+        self.history.add_svlm(stamp, question, answer)
+
+    def on_lvlm(
+        self, stamp: Stamp, answer: str, rois: Sequence[Roi], arrival: Stamp, question: str = ""
+    ) -> ReplacementOutcome:
+        """The LVLM's answer for the frame at ``stamp`` arrived at ``arrival``. Its ROIs are
+        handed to the SVLM only if the answer entered the history (replaced or inserted):
+        a stale, duplicate or superseded answer changes neither."""
+        outcome = self.history.replace(stamp, answer, arrival, question)
+        if rois and outcome in (ReplacementOutcome.REPLACED, ReplacementOutcome.INSERTED):
+            self.rois = (stamp, tuple(rois))
+        return outcome
+
+    def turns(self) -> tuple[HistoryEntry, ...]:
+        """Every turn held (what a ContextUpdate carries)."""
+        return self.history.turns()
+
+
+@dataclass(frozen=True)
+class InputRules:
+    """How svlm_node turns the context into the SVLM's inputs."""
+
+    ggvr: bool = True
+    gtvr: bool = True
+    roi_max_age_s: float = 10.0
+    history_form: str = "text"  # "text" in the prompt, or previous "chat" turns
+    use_history: bool = True  # False: no context at all (the edge-only baseline)
+
+    def __post_init__(self) -> None:
+        if self.history_form not in ("text", "chat"):
+            raise ValueError(f"history_form must be 'text' or 'chat', got {self.history_form!r}")
+        if not self.roi_max_age_s >= 0.0:
+            raise ValueError(f"roi_max_age_s must be >= 0 s, got {self.roi_max_age_s}")
+
+
+@dataclass(frozen=True)
+class SvlmInputs:
+    """Everything the SVLM gets for one frame besides the image and the question."""
+
+    entries: tuple[HistoryEntry, ...]  # the turns shown (after compression)
+    context_text: str  # the history as prompt text ("" in the chat form)
+    chat: tuple[dict[str, str], ...]  # the history as previous chat turns (chat form)
+    rois: tuple[Roi, ...]  # the ROIs to focus on (empty: none usable)
+    roi_stamp: Stamp | None  # the frame they come from
+    ggvr: bool
+    gtvr: bool
+
+    @property
+    def cloud_turns(self) -> tuple[Stamp, ...]:
+        """The frames whose LVLM answer is in the shown history."""
+        return tuple(e.stamp for e in self.entries if e.source is Source.LVLM)
+
+
+NO_INPUTS = SvlmInputs((), "", (), (), None, False, False)
+
+
+def svlm_inputs(
+    stamp: Stamp,
+    history: ContextReplacement,
+    rois: tuple[Stamp, Sequence[Roi]] | None,
+    compressor: ContextCompressor,
+    rules: InputRules,
+) -> SvlmInputs:
+    """The SVLM's inputs for the frame at ``stamp``: the history as shown to it (turns of
+    earlier frames, compressed to the budget) and the ROIs if they come from an earlier
+    frame no older than ``roi_max_age_s``."""
+    entries: tuple[HistoryEntry, ...] = ()
+    text, chat = "", tuple[dict[str, str], ...]()
+    if rules.use_history:
+        compressed = compressor.for_frame(history, stamp)
+        entries, text = compressed.entries, compressed.text
+        if rules.history_form == "chat":
+            chat, text = tuple(compressor.chat_messages(entries, stamp)), ""
+    focus_rois: tuple[Roi, ...] = ()
+    roi_stamp = None
+    if (
+        (rules.ggvr or rules.gtvr)
+        and rois is not None
+        and rois[1]
+        and rois[0] < stamp
+        and seconds_between(rois[0], stamp) <= rules.roi_max_age_s
+    ):
+        roi_stamp, focus_rois = rois[0], tuple(rois[1])
+    focused = roi_stamp is not None
+    return SvlmInputs(
+        entries, text, chat, focus_rois, roi_stamp, rules.ggvr and focused, rules.gtvr and focused
+    )
+
+
+class RequestEnd(enum.Enum):
+    """How an LVLM request ended, as the upload policy sees it."""
+
+    ANSWERED = "answered"  # a usable answer: its round trip is the cloud's latency
+    UNUSABLE = "unusable"  # a reply that could not be used: its round trip still counts
+    TIMED_OUT = "timed_out"  # no reply in time: the cloud is at least that slow
+    BUSY = "busy"  # 429/503 from every replica: hold uploads for its Retry-After
+    FAILED = "failed"  # refused, unreachable, or never sent: says nothing of the speed
+
+
+@dataclass
+class Uploads:
+    """One camera's uploads: the policy's decision, and every request's end fed back."""
+
+    policy: UploadPolicy = field(default_factory=UploadPolicy)
+    skipped: int = 0  # frames the policy did not upload
+    backoffs: int = 0  # BUSY ends that slowed the uploads down
+
+    def decide(self, stamp: Stamp, now: Stamp) -> UploadDecision:
+        """Whether to upload the frame at ``stamp``; an upload is recorded as sent."""
+        decision = self.policy.decide(stamp, now)
+        if decision.upload:
+            self.policy.on_sent(stamp, now)
+        else:
+            self.skipped += 1
+        return decision
+
+    def on_outcome(
+        self,
+        stamp: Stamp,
+        now: Stamp,
+        end: RequestEnd,
+        latency: float | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """The request for the frame at ``stamp`` ended at ``now``."""
+        if end is RequestEnd.BUSY:
+            self.policy.on_finished(stamp, None)
+            self.policy.back_off(now, retry_after_s if retry_after_s is not None else 1.0)
+            self.backoffs += 1
+            return
+        timed = end in (RequestEnd.ANSWERED, RequestEnd.UNUSABLE, RequestEnd.TIMED_OUT)
+        self.policy.on_finished(stamp, (latency or None) if timed else None)
+        if end is RequestEnd.ANSWERED:
+            self.policy.relieved()

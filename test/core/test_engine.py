@@ -1,0 +1,173 @@
+"""The per-frame engine (core.engine, core.worker) with a fake clock: times are arguments."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from spotvlm_ros.core.compression import ContextCompressor
+from spotvlm_ros.core.context import ContextConfig, ReplacementOutcome
+from spotvlm_ros.core.engine import (
+    ContextState,
+    FrameSlot,
+    InputRules,
+    RequestEnd,
+    Uploads,
+    svlm_inputs,
+    too_late,
+)
+from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
+from spotvlm_ros.core.types import NS_PER_S, Box, Roi, Source
+from spotvlm_ros.core.worker import LatestWorker
+
+S = NS_PER_S
+CAR = (Roi("car", Box(0, 0, 10, 10)),)
+BUS = (Roi("bus", Box(5, 5, 50, 50)),)
+
+
+def test_the_newest_frame_wins_the_slot() -> None:
+    slot: FrameSlot[int] = FrameSlot()
+    assert slot.offer(1) is None
+    assert slot.offer(2) == 1  # superseded: the caller answers it as dropped
+    assert slot.take() == 2
+    assert slot.take() is None
+
+
+def test_a_frame_not_started_within_the_deadline_is_too_late() -> None:
+    assert too_late(10 * S, 11 * S, 1.0) is None  # exactly at the deadline: in time
+    why = too_late(10 * S, 11 * S + 1, 1.0)
+    assert why is not None and "deadline" in why
+
+
+def test_rois_come_only_from_lvlm_answers_that_entered_the_history() -> None:
+    state = ContextState(ContextConfig(max_entries=2, delta=3.0))
+    assert state.on_lvlm(10 * S, "a car", CAR, 12 * S) is ReplacementOutcome.INSERTED
+    assert state.rois == (10 * S, CAR)
+    # stale (5 s > delta): neither the history nor the ROIs change
+    assert state.on_lvlm(11 * S, "a bus", BUS, 16 * S) is ReplacementOutcome.STALE
+    assert state.rois == (10 * S, CAR)
+    # an answer for an older frame than the accepted one: superseded, ROIs kept
+    assert state.on_lvlm(9 * S, "a bus", BUS, 11 * S) is ReplacementOutcome.SUPERSEDED
+    assert state.rois == (10 * S, CAR)
+    state.on_svlm(12 * S, "q", "a car")
+    assert state.on_lvlm(12 * S, "a bus", BUS, 13 * S) is ReplacementOutcome.REPLACED
+    assert state.rois == (12 * S, BUS)
+    assert [t.source for t in state.history.entries()] == [Source.LVLM]  # it replaced the SVLM turn
+
+
+def inputs_for(stamp: int, state: ContextState, rules: InputRules) -> object:
+    return svlm_inputs(stamp, state.history, state.rois, ContextCompressor(96), rules)
+
+
+def test_svlm_inputs_use_rois_of_an_earlier_frame_no_older_than_the_limit() -> None:
+    state = ContextState(ContextConfig(max_entries=2, delta=10.0))
+    state.on_lvlm(10 * S, "a car", CAR, 11 * S)
+    rules = InputRules(roi_max_age_s=2.0)
+    same = svlm_inputs(10 * S, state.history, state.rois, ContextCompressor(96), rules)
+    assert same.rois == () and not same.ggvr  # not the frame's own (nor a newer frame's)
+    young = svlm_inputs(12 * S, state.history, state.rois, ContextCompressor(96), rules)
+    assert young.rois == CAR and young.roi_stamp == 10 * S and young.ggvr and young.gtvr
+    old = svlm_inputs(12 * S + 1, state.history, state.rois, ContextCompressor(96), rules)
+    assert old.rois == () and old.roi_stamp is None
+    off = InputRules(ggvr=False, gtvr=False)
+    none = svlm_inputs(12 * S, state.history, state.rois, ContextCompressor(96), off)
+    assert none.rois == () and not none.ggvr and not none.gtvr
+    # the cloud turn is shown to a later frame, as text, or as chat turns
+    assert "a car" in young.context_text and young.chat == ()
+    assert young.cloud_turns == (10 * S,)
+    chat = svlm_inputs(
+        12 * S, state.history, state.rois, ContextCompressor(96), InputRules(history_form="chat")
+    )
+    assert chat.context_text == ""
+    assert [m["role"] for m in chat.chat] == ["user", "assistant"]
+    assert chat.chat[1]["content"] == "a car"
+    bare = svlm_inputs(
+        12 * S, state.history, state.rois, ContextCompressor(96), InputRules(use_history=False)
+    )
+    assert bare.entries == () and bare.context_text == "" and bare.rois == CAR
+
+
+def test_input_rules_refuse_an_unknown_history_form() -> None:
+    with pytest.raises(ValueError, match="history_form"):
+        InputRules(history_form="prose")
+
+
+def test_every_request_end_feeds_the_policy_once() -> None:
+    uploads = Uploads(UploadPolicy(UploadPolicyConfig(UploadMode.EVERY_FRAME, max_in_flight=1)))
+    assert uploads.decide(1 * S, 1 * S).upload
+    assert not uploads.decide(2 * S, 2 * S).upload  # one in flight
+    assert uploads.skipped == 1
+    uploads.on_outcome(1 * S, 3 * S, RequestEnd.TIMED_OUT, 2.0)
+    assert uploads.policy.last_latency == 2.0 and uploads.policy.in_flight == 0
+    assert uploads.decide(4 * S, 4 * S).upload
+    uploads.on_outcome(4 * S, 4 * S, RequestEnd.FAILED, 0.01)  # says nothing of speed
+    assert uploads.policy.last_latency == 2.0
+    assert uploads.decide(5 * S, 5 * S).upload
+    uploads.on_outcome(5 * S, 5 * S, RequestEnd.BUSY, retry_after_s=10.0)
+    assert uploads.backoffs == 1
+    held = uploads.decide(6 * S, 6 * S)
+    assert not held.upload and "Retry-After" in held.reason
+    pressure = uploads.policy.pressure
+    assert uploads.decide(30 * S, 30 * S).upload
+    uploads.on_outcome(30 * S, 31 * S, RequestEnd.ANSWERED, 1.0)
+    assert uploads.policy.pressure == pytest.approx(pressure / 2)
+    assert uploads.policy.last_latency == 1.0
+
+
+def test_the_latest_worker_runs_the_newest_item_and_hands_back_the_superseded() -> None:
+    started, release = threading.Event(), threading.Event()
+    seen = {name: threading.Event() for name in ("c", "boom", "d")}
+    handled: list[str] = []
+    superseded: list[str] = []
+    errors: list[str] = []
+
+    def handle(item: str) -> None:
+        if item == "a":
+            started.set()
+            assert release.wait(60)
+        if item == "boom":
+            seen[item].set()
+            raise RuntimeError("broken model")
+        handled.append(item)
+        if item in seen:
+            seen[item].set()
+
+    worker: LatestWorker[str] = LatestWorker(
+        "test", handle, superseded.append, lambda item, exc: errors.append(item)
+    )
+    worker.offer("a")
+    assert started.wait(60)
+    worker.offer("b")
+    worker.offer("c")  # b was waiting: superseded, handed back at once
+    assert superseded == ["b"]
+    release.set()
+    assert seen["c"].wait(60)
+    worker.offer("boom")
+    assert seen["boom"].wait(60)
+    worker.offer("d")  # the worker survived the error
+    assert seen["d"].wait(60)
+    worker.close()
+    assert not worker.alive
+    assert handled == ["a", "c", "d"]
+    assert errors == ["boom"]
+    assert superseded == ["b"]
+
+
+def test_a_closed_worker_withdraws_what_waits() -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def handle(item: int) -> None:
+        started.set()
+        assert release.wait(60)
+
+    worker: LatestWorker[int] = LatestWorker("test", handle, lambda i: None, lambda i, e: None)
+    worker.offer(1)
+    assert started.wait(60)
+    worker.offer(2)
+    assert worker.clear() == 2
+    assert worker.clear() is None
+    release.set()
+    worker.close()
+    assert not worker.alive
