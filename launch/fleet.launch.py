@@ -64,6 +64,7 @@ SHARED = (
     "lvlm_model",
     "api_key_env",
     "structured_output",
+    "method",
     "task",
     "question",
     "deadline",
@@ -90,14 +91,15 @@ class FleetError(RuntimeError):
 
 def generate_launch_description() -> LaunchDescription:
     """Declared arguments, then the graphs built from them."""
-    single = _single_graph_module()
     declared = [
         DeclareLaunchArgument(name, default_value=default, description=text)
         for name, (default, text) in FLEET_ARGUMENTS.items()
     ]
     declared += [
         DeclareLaunchArgument(
-            name, default_value=single.ARGUMENTS[name][0], description=single.ARGUMENTS[name][1]
+            name,
+            default_value=launch_args.ARGUMENTS[name][0],
+            description=launch_args.ARGUMENTS[name][1],
         )
         for name in (*SHARED, *OWN)
     ]
@@ -107,19 +109,6 @@ def generate_launch_description() -> LaunchDescription:
         [FindPackageShare(PACKAGE), "/config/fastdds.xml"]
     )
     return LaunchDescription([*declared, argument, *use_profile, OpaqueFunction(function=fleet)])
-
-
-def _single_graph_module() -> Any:
-    """spotvlm.launch.py as a module (for its argument table and checks)."""
-    from importlib.util import module_from_spec, spec_from_file_location
-    from pathlib import Path
-
-    path = Path(__file__).with_name("spotvlm.launch.py")
-    spec = spec_from_file_location("spotvlm_single_graph_launch", path)
-    assert spec is not None and spec.loader is not None
-    module = module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def cameras_of(text: str) -> list[str]:
@@ -153,6 +142,11 @@ def fleet(context: LaunchContext) -> list[Any]:
         for name in ("cloud", "start_server"):
             on(name)
         deadline = launch_args.number(values, "deadline", 0.01, 60.0)
+        if values["method"] not in launch_args.PRESETS:
+            raise launch_args.LaunchArgumentError(
+                f"method:={values['method']!r} must be one of {', '.join(launch_args.PRESETS)}"
+            )
+        cloud = on("cloud") and launch_args.PRESETS[values["method"]].lvlm
         bag_rate = launch_args.number(values, "bag_rate", 0.01, 100.0)
     except launch_args.LaunchArgumentError as exc:
         raise FleetError(str(exc)) from None
@@ -200,7 +194,7 @@ def fleet(context: LaunchContext) -> list[Any]:
                 scoped=True,
             )
         )
-        frame_topics.append(f"{namespace}/spotvlm/frame:{2 + on('cloud')}")
+        frame_topics.append(f"{namespace}/spotvlm/frame:{2 + cloud}")
     if values["bag"]:
         player = Node(
             package=PACKAGE,

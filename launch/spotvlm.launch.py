@@ -39,48 +39,12 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.substitutions import FindPackagePrefix, FindPackageShare
 
 from spotvlm_ros import launch_args
+from spotvlm_ros.exit_codes import EXIT_NOTHING_SCORED, EXIT_STARTUP_ERROR
 from spotvlm_ros.ros.distro import profile_launch_actions
-from spotvlm_ros.ros.spin import EXIT_NOTHING_SCORED, EXIT_STARTUP_ERROR
 
 PACKAGE = "spotvlm_ros"
 
-ARGUMENTS = {
-    "namespace": ("", "ROS namespace of the graph's nodes and spotvlm/ topics (robot, camera)"),
-    "camera_topic": ("/camera/image_raw", "camera image topic (image_transport base name)"),
-    "transport": (
-        "auto",
-        "auto: whatever is published on camera_topic or camera_topic/compressed; raw; compressed",
-    ),
-    "model_path": ("", "SVLM: Qwen2.5-VL model folder (required)"),
-    "base_url": ("http://127.0.0.1:8000/v1", "LVLM: OpenAI-compatible API root"),
-    "lvlm_model": ("Qwen/Qwen2.5-VL-72B-Instruct", "LVLM: served model name"),
-    "api_key_env": ("", "LVLM: NAME of the environment variable holding the API key"),
-    "structured_output": (
-        "false",
-        "LVLM: ask for the ROI JSON through response_format json_schema (vLLM, SGLang); "
-        "a server that refuses it is asked plainly",
-    ),
-    "task": ("bdd100k", "task vocabulary: nuscenes, bdd100k, coco"),
-    "question": ("", "the question asked about every frame (empty: the task's default)"),
-    "deadline": ("1.0", "real-time deadline [s]"),
-    "rate": ("2.0", "task rate [Hz]"),
-    "cloud": ("true", "run cloud_bridge (false: the SVLM answers alone)"),
-    "check_lvlm": ("true", "stop at once if base_url does not accept a connection"),
-    "start_server": ("false", "start the package's local LVLM server (detector backend)"),
-    "server_port": ("8000", "its port (base_url must point at it)"),
-    "server_latency": ("2.0", "its injected latency [s]"),
-    "server_args": ("", "more spotvlm-lvlm-server options, e.g. '--error-rate 0.1'"),
-    "bag": ("", "a rosbag2 folder to play once svlm_node is active (and stop when played)"),
-    "bag_rate": ("1.0", "playback speed factor"),
-    "evaluate": ("false", "run the evaluator against spotvlm/ground_truth"),
-    "report_dir": ("out/eval", "where the evaluator writes its report"),
-    "autostart": ("true", "bring svlm_node to active (false: leave it unconfigured)"),
-    "respawn": ("true", "restart a node that dies"),
-    "respawn_delay": ("1.0", "wait this long before restarting it [s]"),
-    "params_file": ("", "a ROS parameter file applied to every node last (it overrides all)"),
-    "output": ("screen", "node output: screen, log, or own_log (a file per node)"),
-    "log_level": ("info", "ROS log level of the nodes"),
-}
+ARGUMENTS = launch_args.ARGUMENTS
 
 
 class GraphError(RuntimeError):
@@ -114,6 +78,10 @@ def graph(context: LaunchContext) -> list[Any]:
     task = {"task_vocabulary": values["task"]}
     question = {"question": values["question"]} if values["question"] else {}
     deadline = float(values["deadline"])
+    # the paper's variant: its node parameters go after config/<node>.yaml and before the
+    # launch arguments' own (params_file still wins)
+    preset = launch_args.PRESETS[values["method"]]
+    cloud = on("cloud") and preset.lvlm
 
     def node(executable: str, params: dict[str, Any], cls: type = Node, **kw: Any) -> Any:
         # config/<node>.yaml, then the launch arguments, then params_file (it wins: the
@@ -140,12 +108,13 @@ def graph(context: LaunchContext) -> list[Any]:
             "transport": values["transport"],
             "rate_hz": float(values["rate"]),
             # the graph's nodes that take the frames
-            "frame_listeners": ["svlm_node", "context_manager"] + ["cloud_bridge"] * on("cloud"),
+            "frame_listeners": ["svlm_node", "context_manager"] + ["cloud_bridge"] * cloud,
         },
     )
     svlm = node(
         "svlm_node",
         {
+            **preset.overrides.get("svlm_node", {}),
             "model_path": values["model_path"],
             "deadline_s": deadline,
             "autostart": on("autostart"),
@@ -157,7 +126,7 @@ def graph(context: LaunchContext) -> list[Any]:
     manager = node("context_manager", {"deadline_s": deadline, **question})
     nodes = [ingest, svlm, manager]
     actions: list[Any] = []
-    if on("cloud"):
+    if cloud:
         nodes.append(
             node(
                 "cloud_bridge",
@@ -211,7 +180,7 @@ def graph(context: LaunchContext) -> list[Any]:
                 "exit_when_done": True,
                 "linger_s": 2.0 * deadline + 1.0,
                 # every node that takes frames listens before the first one is played
-                "ready_topics": [f"{_ns(namespace)}spotvlm/frame:{2 + on('cloud')}"]
+                "ready_topics": [f"{_ns(namespace)}spotvlm/frame:{2 + cloud}"]
                 # the evaluator must hear the first ground truth too
                 + ([f"{_ns(namespace)}spotvlm/ground_truth:1"] if on("evaluate") else []),
                 "ready_url": server_health,

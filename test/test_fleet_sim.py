@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from spotvlm_ros.cloud.faults import read_trace
 from spotvlm_ros.core.policy import UploadMode
-from spotvlm_ros.tools.fleet_sim import FleetConfig, main, read_trace, simulate
+from spotvlm_ros.tools.fleet_sim import FleetConfig, main, simulate
 
 LIGHT = FleetConfig(
     cameras=2,
@@ -71,8 +72,10 @@ def test_a_trace_file_is_read_and_a_bad_one_refused(tmp_path: Path) -> None:
     assert read_trace(good) == (0.5, 0.7)
     bad = tmp_path / "bad.txt"
     bad.write_text("0.5\nfast\n")
-    with pytest.raises(SystemExit, match=r"bad\.txt:2"):
+    with pytest.raises(ValueError, match=r"bad\.txt:2"):
         read_trace(bad)
+    with pytest.raises(SystemExit, match=r"--service-trace: .*bad\.txt:2"):
+        main(["--service-trace", str(bad)])
 
 
 def test_the_command_prints_the_sweep_and_writes_the_plot(

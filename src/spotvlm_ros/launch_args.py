@@ -11,7 +11,9 @@ import socket
 import urllib.parse
 from pathlib import Path
 
+from spotvlm_ros import parameters
 from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.parameters import DEFAULT_PRESET, PRESETS, default
 from spotvlm_ros.svlm.source import model_source_problem
 
 TRUE = ("true", "1", "yes", "on")
@@ -19,6 +21,77 @@ FALSE = ("false", "0", "no", "off")
 TRANSPORTS = ("auto", "raw", "compressed")
 OUTPUTS = ("screen", "log", "both", "own_log", "full")
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+
+def _text(value: object) -> str:
+    """A parameter's default as a launch argument's text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+ARGUMENTS: dict[str, tuple[str, str]] = {
+    "namespace": ("", "ROS namespace of the graph's nodes and spotvlm/ topics (robot, camera)"),
+    "camera_topic": (
+        _text(default("camera_ingest", "input_topic")),
+        "camera image topic (image_transport base name)",
+    ),
+    "transport": (
+        _text(default("camera_ingest", "transport")),
+        "auto: whatever is published on camera_topic or camera_topic/compressed; raw; compressed",
+    ),
+    "model_path": ("", "SVLM: Qwen2.5-VL model folder (required)"),
+    "base_url": (_text(default("cloud_bridge", "base_url")), "LVLM: OpenAI-compatible API root"),
+    "lvlm_model": (_text(default("cloud_bridge", "model")), "LVLM: served model name"),
+    "api_key_env": ("", "LVLM: NAME of the environment variable holding the API key"),
+    "structured_output": (
+        _text(default("cloud_bridge", "structured_output")),
+        "LVLM: ask for the ROI JSON through response_format json_schema (vLLM, SGLang); "
+        "a server that refuses it is asked plainly",
+    ),
+    "method": (
+        DEFAULT_PRESET,
+        "the paper's variant: "
+        + "; ".join(f"{p.name} ({p.description})" for p in PRESETS.values() if p.svlm)
+        + " (cloud_only is evaluated offline: spotvlm-eval)",
+    ),
+    "task": (parameters.TASK, "task vocabulary: nuscenes, bdd100k, coco"),
+    "question": ("", "the question asked about every frame (empty: the task's default)"),
+    "deadline": (_text(parameters.DEADLINE_S), "real-time deadline [s]"),
+    "rate": (_text(parameters.RATE_HZ), "task rate [Hz]"),
+    "cloud": ("true", "run cloud_bridge (false: the SVLM answers alone)"),
+    "check_lvlm": ("true", "stop at once if base_url does not accept a connection"),
+    "start_server": ("false", "start the package's local LVLM server (detector backend)"),
+    "server_port": ("8000", "its port (base_url must point at it)"),
+    "server_latency": ("2.0", "its injected latency [s]"),
+    "server_args": ("", "more spotvlm-lvlm-server options, e.g. '--error-rate 0.1'"),
+    "bag": ("", "a rosbag2 folder to play once svlm_node is active (and stop when played)"),
+    "bag_rate": (_text(default("bag_player", "rate")), "playback speed factor"),
+    "evaluate": ("false", "run the evaluator against spotvlm/ground_truth"),
+    "report_dir": ("out/eval", "where the evaluator writes its report"),
+    "autostart": ("true", "bring svlm_node to active (false: leave it unconfigured)"),
+    "respawn": ("true", "restart a node that dies"),
+    "respawn_delay": ("1.0", "wait this long before restarting it [s]"),
+    "params_file": ("", "a ROS parameter file applied to every node last (it overrides all)"),
+    "output": ("screen", "node output: screen, log, or own_log (a file per node)"),
+    "log_level": ("info", "ROS log level of the nodes"),
+}
+"""spotvlm.launch.py's arguments: name -> (default, description). The node parameters they
+set take their defaults from spotvlm_ros.parameters; the runner's options are made from
+this table (fleet.launch.py passes most of them through)."""
+
+PARAMETER_OF = {
+    "camera_topic": ("camera_ingest", "input_topic"),
+    "transport": ("camera_ingest", "transport"),
+    "base_url": ("cloud_bridge", "base_url"),
+    "lvlm_model": ("cloud_bridge", "model"),
+    "structured_output": ("cloud_bridge", "structured_output"),
+    "task": ("svlm_node", "task_vocabulary"),
+    "deadline": ("svlm_node", "deadline_s"),
+    "rate": ("camera_ingest", "rate_hz"),
+    "bag_rate": ("bag_player", "rate"),
+}
+"""The launch arguments that set a node parameter (tests check that the defaults agree)."""
 
 
 class LaunchArgumentError(ValueError):
@@ -51,6 +124,15 @@ def check(values: dict[str, str]) -> None:
     problem = model_source_problem(values["model_path"], "model_path")
     if problem is not None:
         raise LaunchArgumentError(problem)
+    if values["method"] not in PRESETS:
+        raise LaunchArgumentError(
+            f"method:={values['method']!r} must be one of {', '.join(PRESETS)}"
+        )
+    if not PRESETS[values["method"]].svlm:
+        raise LaunchArgumentError(
+            f"method:={values['method']} runs no SVLM, and the live graph always answers on "
+            "board: evaluate it offline (spotvlm-eval ... --methods cloud_only)"
+        )
     try:
         vocabulary(values["task"])
     except ValueError as exc:

@@ -37,36 +37,48 @@ def launch_file() -> Path:
     return Path(__file__).resolve().parents[2] / "launch" / "spotvlm.launch.py"
 
 
+# the runner's own spelling of some launch arguments (the rest are --<name-with-dashes>)
+RENAMED = {"cloud": "no-cloud", "check_lvlm": "no-check-lvlm", "respawn": "no-respawn"}
+OWN_OPTIONS = ("params_file", "output")  # made by the runner from --set and --log-dir
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The command line."""
+    """The command line: one option per launch argument of spotvlm.launch.py (its table,
+    launch_args.ARGUMENTS, gives the defaults and help), and the runner's own."""
+    from spotvlm_ros.launch_args import ARGUMENTS, LOG_LEVELS, TRANSPORTS
+    from spotvlm_ros.parameters import PRESETS
+
     p = argparse.ArgumentParser(prog="spotvlm_ros", description=__doc__.splitlines()[0])
-    p.add_argument("--model-path", default="", help="SVLM: Qwen2.5-VL model folder")
-    p.add_argument("--namespace", default="", help="ROS namespace of the graph")
-    p.add_argument("--camera-topic", default="/camera/image_raw")
-    p.add_argument(
-        "--transport", choices=("auto", "raw", "compressed"), default="auto", help="camera"
-    )
+    choices: dict[str, tuple[str, ...]] = {
+        "transport": TRANSPORTS,
+        "log_level": LOG_LEVELS,
+        "method": tuple(m for m, preset in PRESETS.items() if preset.svlm),
+    }
+    for name, (default, text) in ARGUMENTS.items():
+        if name in OWN_OPTIONS:
+            continue
+        if default in ("true", "false"):
+            option = RENAMED.get(name, name.replace("_", "-"))
+            on_by_default = default == "true"
+            if on_by_default and option.startswith("no-"):
+                p.add_argument(f"--{option}", dest=name, action="store_false", help=text)
+            else:
+                p.add_argument(
+                    f"--{option}",
+                    dest=name,
+                    action=argparse.BooleanOptionalAction,
+                    default=on_by_default,
+                    help=text,
+                )
+            continue
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=default,
+            choices=choices.get(name),
+            help=text,
+        )
     p.add_argument("--compressed", action="store_true", help="same as --transport compressed")
-    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="LVLM API root")
-    p.add_argument("--lvlm-model", default="Qwen/Qwen2.5-VL-72B-Instruct")
-    p.add_argument("--api-key-env", default="", help="NAME of the variable holding the API key")
-    p.add_argument("--task", default="bdd100k", help="task vocabulary: nuscenes, bdd100k, coco")
-    p.add_argument("--question", default="")
-    p.add_argument("--deadline", type=float, default=1.0, help="s")
-    p.add_argument("--rate", type=float, default=2.0, help="task rate, Hz")
-    p.add_argument("--no-cloud", action="store_true", help="edge only: no cloud_bridge")
-    p.add_argument(
-        "--no-check-lvlm", action="store_true", help="start even if base_url does not answer"
-    )
-    p.add_argument("--start-server", action="store_true", help="start the local LVLM server")
-    p.add_argument("--server-latency", type=float, default=2.0, help="its injected latency, s")
-    p.add_argument("--server-port", type=int, default=8000)
-    p.add_argument("--server-args", default="", help="more spotvlm-lvlm-server options")
-    p.add_argument("--bag", type=Path, help="play this rosbag2 and stop when it has played")
-    p.add_argument("--bag-rate", type=float, default=1.0)
-    p.add_argument("--evaluate", action="store_true", help="run the evaluator node")
-    p.add_argument("--report-dir", type=Path, default=Path("out/eval"))
-    p.add_argument("--no-respawn", action="store_true", help="do not restart a node that dies")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many s (0: never)")
     p.add_argument("--log-dir", type=Path, help="write each process's output to DIR/<name>-N.log")
     p.add_argument(
@@ -103,37 +115,22 @@ def overrides_file(items: list[str], folder: Path) -> Path | None:
 
 
 def launch_arguments(args: argparse.Namespace, params_file: Path | None) -> dict[str, str]:
-    """The launch file's arguments for the command line."""
-    text = lambda value: "true" if value else "false"  # noqa: E731
-    base_url = args.base_url
-    if args.start_server:
-        base_url = f"http://127.0.0.1:{args.server_port}/v1"
-    return {
-        "model_path": args.model_path,
-        "namespace": args.namespace,
-        "camera_topic": args.camera_topic,
-        "transport": "compressed" if args.compressed else args.transport,
-        "base_url": base_url,
-        "lvlm_model": args.lvlm_model,
-        "api_key_env": args.api_key_env,
-        "task": args.task,
-        "question": args.question,
-        "deadline": str(args.deadline),
-        "rate": str(args.rate),
-        "cloud": text(not args.no_cloud),
-        "check_lvlm": text(not args.no_check_lvlm),
-        "start_server": text(args.start_server),
-        "server_port": str(args.server_port),
-        "server_latency": str(args.server_latency),
-        "server_args": args.server_args,
-        "bag": str(args.bag) if args.bag else "",
-        "bag_rate": str(args.bag_rate),
-        "evaluate": text(args.evaluate),
-        "report_dir": str(args.report_dir),
-        "respawn": text(not args.no_respawn),
-        "params_file": str(params_file) if params_file else "",
-        "output": "own_log" if args.log_dir else "screen",
-    }
+    """The launch file's arguments for the command line (every one of them)."""
+    from spotvlm_ros.launch_args import ARGUMENTS
+
+    values: dict[str, str] = {}
+    for name in ARGUMENTS:
+        if name in OWN_OPTIONS:
+            continue
+        value = getattr(args, name)
+        values[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    if args.compressed:
+        values["transport"] = "compressed"
+    if args.start_server:  # the local server is where the LVLM is
+        values["base_url"] = f"http://127.0.0.1:{args.server_port}/v1"
+    values["params_file"] = str(params_file) if params_file else ""
+    values["output"] = "own_log" if args.log_dir else "screen"
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ import pytest
 from spotvlm_ros.core.types import NS_PER_S
 from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.data.bag import BAG_EPOCH_NS, CAMERA_TOPIC, TRUTH_TOPIC, main, typestore
-from spotvlm_ros.data.sequences import DatasetError, camvid
+from spotvlm_ros.data.frames import DatasetError
+from spotvlm_ros.data.sequences import camvid
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data"

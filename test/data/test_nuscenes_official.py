@@ -30,8 +30,9 @@ import pytest
 
 from spotvlm_ros.core.types import NS_PER_S
 from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.data.frames import DatasetError, LabelledFrame
 from spotvlm_ros.data.nuscenes import find_version, nuscenes_official, quaternion_matrix
-from spotvlm_ros.data.sequences import READERS, DatasetError, LabelledFrame
+from spotvlm_ros.data.readers import READERS
 
 SHARED_NUSCENES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nuscenes_mini"
 

@@ -39,16 +39,34 @@ def probe() -> Iterator[Probe]:
     p.close()
 
 
+LOCALHOST_VARIABLES = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOCALHOST_ONLY")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def udp_transport() -> Iterator[None]:
+    """This module SIGKILLs nodes: the graph runs on config/fastdds_udp.xml (UDP on this
+    host, no shared memory), as docs/robot.md advises where nodes may crash. Fast DDS 2.14's
+    shared memory was seen to hang a respawned node for good after a SIGKILL (Jazzy). The
+    localhost discovery variables make rmw_fastrtps add shared memory of its own, so they are
+    unset for the launched processes (the profile keeps everything on 127.0.0.1), and put
+    back after the module."""
+    saved = {name: os.environ.pop(name) for name in LOCALHOST_VARIABLES if name in os.environ}
+    yield
+    os.environ.update(saved)
+
+
 @launch_pytest.fixture(scope="module")
 def spotvlm_launch() -> launch.LaunchDescription:
-    """spotvlm.launch.py with the tiny SVLM and the local LVLM server at 0.3 s latency."""
-    from spotvlm_ros.ros.distro import localhost_discovery
+    """spotvlm.launch.py with the tiny SVLM and the local LVLM server at 0.3 s latency, on
+    the UDP-only transport profile (see udp_transport)."""
+    from ament_index_python.packages import get_package_share_directory
 
-    localhost_discovery()
+    share = Path(get_package_share_directory("spotvlm_ros"))
     source = PythonLaunchDescriptionSource(
         [FindPackageShare("spotvlm_ros"), "/launch/spotvlm.launch.py"]
     )
     arguments = {
+        "fastdds_profile": str(share / "config" / "fastdds_udp.xml"),
         "model_path": str(tiny_model_dir()),
         "start_server": "true",
         "server_port": str(PORT),

@@ -247,7 +247,7 @@ def _capped_stream_class(base: type) -> type:
     """A response stream, on ``base`` (the AsyncByteStream of the httpx package the openai SDK
     uses: httpx, or httpx2 from openai 3), that stops with ReplyTooLargeError past its limit."""
 
-    class CappedStream(base):  # type: ignore[misc, valid-type]
+    class CappedStream(base):  # type: ignore[misc]
         def __init__(self, stream: Any, limit: int) -> None:
             self._stream = stream
             self._limit = limit

@@ -59,7 +59,9 @@ class FaultConfig:
 
 
 def read_trace(path: Path) -> tuple[float, ...]:
-    """Latencies (s) from a text file: one number per line; '#' starts a comment."""
+    """Seconds from a text file, one number per line ('#' starts a comment): the LVLM
+    server's latency trace, spotvlm-eval's --latency-trace, spotvlm-fleet-sim's service
+    times. A bad line is a ValueError naming the file and the line."""
     values = []
     for number, line in enumerate(Path(path).read_text().splitlines(), 1):
         text = line.split("#", 1)[0].strip()
@@ -70,7 +72,7 @@ def read_trace(path: Path) -> tuple[float, ...]:
         except ValueError:
             raise ValueError(f"{path}:{number}: not a number: {text!r}") from None
         if value < 0 or not math.isfinite(value):
-            raise ValueError(f"{path}:{number}: latency must be finite and >= 0, got {value}")
+            raise ValueError(f"{path}:{number}: seconds must be finite and >= 0, got {value}")
         values.append(value)
     if not values:
         raise ValueError(f"{path}: no latencies in the trace")

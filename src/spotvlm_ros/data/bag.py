@@ -26,8 +26,9 @@ import numpy as np
 
 from spotvlm_ros.core.types import NS_PER_S
 from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.data.frames import DatasetError, LabelledFrame
 from spotvlm_ros.data.nuscenes import ALL_CAMERAS, DEFAULT_CAMERA
-from spotvlm_ros.data.sequences import READERS, DatasetError, LabelledFrame
+from spotvlm_ros.data.readers import READERS
 from spotvlm_ros.imaging import swap_red_blue
 
 CAMERA_TOPIC = "/camera/image_raw"

@@ -31,7 +31,7 @@ import numpy as np
 
 from spotvlm_ros.core.types import NS_PER_S, Box, Roi
 from spotvlm_ros.core.vocab import Vocabulary
-from spotvlm_ros.data.sequences import DatasetError, LabelledFrame, _read_rgb
+from spotvlm_ros.data.frames import DatasetError, LabelledFrame, read_rgb
 
 VERSIONS = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
 CAMERAS = (
@@ -501,7 +501,7 @@ def nuscenes_official(
                 sample_annotations = annotations.get(frame.record["sample_token"], [])
                 labels, rois = _ground_truth(tables, frame, sample_annotations, vocab)
             yield LabelledFrame(
-                frame.path.name, stamp, _read_rgb(frame.path), labels, rois, camera=frame.channel
+                frame.path.name, stamp, read_rgb(frame.path), labels, rois, camera=frame.channel
             )
 
     return generate()

@@ -11,46 +11,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spotvlm_ros.core.types import NS_PER_S, Box, Roi, Stamp
+from spotvlm_ros.core.types import NS_PER_S, Box, Roi
 from spotvlm_ros.core.vocab import Vocabulary
+from spotvlm_ros.data.frames import IMAGE_SUFFIXES, DatasetError, LabelledFrame, read_rgb
 from spotvlm_ros.imaging import swap_red_blue
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
-
-class DatasetError(Exception):
-    """A dataset path is missing or not in the expected format."""
-
-
-@dataclass(frozen=True)
-class LabelledFrame:
-    """One frame of a sequence."""
-
-    name: str
-    stamp: Stamp  # ns, relative to the sequence start (0 for the first frame)
-    load: Callable[[], np.ndarray]  # -> (H, W, 3) RGB uint8
-    labels: frozenset[str] | None  # None: unlabelled
-    boxes: tuple[Roi, ...] = ()
-    camera: str = ""  # the camera channel (nuScenes CAM_FRONT, ...) where a source has several
-
-
-def _read_rgb(path: Path) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        import cv2
-
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DatasetError(f"cannot read the image {path}")
-        return swap_red_blue(image)
-
-    return load
+def _constant(image: np.ndarray) -> Callable[[], np.ndarray]:
+    """A loader of an image already decoded."""
+    return lambda: image
 
 
 def _json(path: Path, what: str) -> Any:
@@ -62,7 +37,9 @@ def _json(path: Path, what: str) -> Any:
         raise DatasetError(f"{path} is not valid JSON ({exc}): expected {what}") from exc
 
 
-def _rois(objects: list[tuple[str, list[float], int | None]], vocab: Vocabulary) -> tuple[Roi, ...]:
+def _rois(
+    objects: Sequence[tuple[str, Sequence[Any], int | None]], vocab: Vocabulary
+) -> tuple[Roi, ...]:
     rois = []
     for label, (x1, y1, x2, y2), track in objects:
         for mapped in sorted(vocab.normalize(label)):
@@ -70,21 +47,6 @@ def _rois(objects: list[tuple[str, list[float], int | None]], vocab: Vocabulary)
             if not box.is_degenerate():
                 rois.append(Roi(mapped, box, 1.0, track))
     return tuple(rois)
-
-
-def nuscenes_official(
-    root: Path,
-    vocab: Vocabulary,
-    camera: str = "CAM_FRONT",
-    *,
-    require_images: bool = True,
-) -> Iterator[LabelledFrame]:
-    """nuScenes camera keyframes from the official tables (see
-    :func:`spotvlm_ros.data.nuscenes.nuscenes_official`)."""
-    # Imported here: nuscenes.py builds on this module's LabelledFrame and DatasetError.
-    from spotvlm_ros.data import nuscenes
-
-    return nuscenes.nuscenes_official(root, vocab, camera, require_images=require_images)
 
 
 def nuscenes_labels(root: Path, vocab: Vocabulary) -> Iterator[LabelledFrame]:
@@ -113,9 +75,7 @@ def nuscenes_labels(root: Path, vocab: Vocabulary) -> Iterator[LabelledFrame]:
     for stamp, path, frame in present:
         objects = [(o["label"], o["box2d"], o.get("track_id")) for o in frame.get("objects", [])]
         labels = vocab.normalize_all(frame.get("categories", []))
-        yield LabelledFrame(
-            path.name, stamp - start, _read_rgb(path), labels, _rois(objects, vocab)
-        )
+        yield LabelledFrame(path.name, stamp - start, read_rgb(path), labels, _rois(objects, vocab))
 
 
 def bdd100k(root: Path, vocab: Vocabulary, fps: float = 5.0) -> Iterator[LabelledFrame]:
@@ -144,9 +104,7 @@ def bdd100k(root: Path, vocab: Vocabulary, fps: float = 5.0) -> Iterator[Labelle
             stamp = offset + round((entry.get("frameIndex", 0) - first) / fps * NS_PER_S)
             last_stamp = stamp
             labels = vocab.normalize_all(o[0] for o in objects)
-            yield LabelledFrame(
-                entry["name"], stamp, _read_rgb(path), labels, _rois(objects, vocab)
-            )
+            yield LabelledFrame(entry["name"], stamp, read_rgb(path), labels, _rois(objects, vocab))
         offset = last_stamp + round(NS_PER_S / fps) * 5  # a second between clips
 
 
@@ -168,7 +126,7 @@ def camvid(root: Path, vocab: Vocabulary, fps: float = 1.0) -> Iterator[Labelled
         yield LabelledFrame(
             frame["frame"],
             round(i / fps * NS_PER_S),
-            _read_rgb(path),
+            read_rgb(path),
             labels,
             _rois(objects, vocab),
         )
@@ -183,7 +141,7 @@ def folder(root: Path, vocab: Vocabulary, fps: float = 2.0) -> Iterator[Labelled
     if not paths:
         raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {root}")
     for i, path in enumerate(paths):
-        yield LabelledFrame(path.name, round(i / fps * NS_PER_S), _read_rgb(path), None)
+        yield LabelledFrame(path.name, round(i / fps * NS_PER_S), read_rgb(path), None)
 
 
 def video(path: Path, vocab: Vocabulary, fps: float | None = None) -> Iterator[LabelledFrame]:
@@ -205,7 +163,7 @@ def video(path: Path, vocab: Vocabulary, fps: float | None = None) -> Iterator[L
                 break
             rgb = swap_red_blue(bgr)
             yield LabelledFrame(
-                f"{path.stem}-{i:06d}", round(i / rate * NS_PER_S), lambda rgb=rgb: rgb, None
+                f"{path.stem}-{i:06d}", round(i / rate * NS_PER_S), _constant(rgb), None
             )
             i += 1
     finally:
@@ -230,14 +188,3 @@ def demo(
                 frame.name, round(i / fps * NS_PER_S), frame.load, frame.labels, frame.boxes
             )
             i += 1
-
-
-READERS: dict[str, Callable[..., Iterator[LabelledFrame]]] = {
-    "demo": demo,
-    "nuscenes": nuscenes_official,
-    "nuscenes-labels": nuscenes_labels,
-    "bdd100k": bdd100k,
-    "camvid": camvid,
-    "folder": folder,
-    "video": video,
-}

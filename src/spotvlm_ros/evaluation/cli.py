@@ -15,6 +15,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ import numpy as np
 from spotvlm_ros.core.engine import SvlmInputs
 from spotvlm_ros.core.types import NS_PER_S, Stamp
 from spotvlm_ros.core.vocab import Vocabulary, vocabulary
-from spotvlm_ros.data.sequences import READERS, DatasetError
+from spotvlm_ros.data.frames import DatasetError
+from spotvlm_ros.data.readers import READERS
 from spotvlm_ros.evaluation.replay import (
     METHODS,
     Frame,
@@ -32,6 +34,7 @@ from spotvlm_ros.evaluation.replay import (
     SvlmAnswer,
     replay,
 )
+from spotvlm_ros.parameters import DEADLINE_S, MAX_NEW_TOKENS, TASK
 
 START = 100 * NS_PER_S  # virtual time of the first frame
 
@@ -68,7 +71,7 @@ class QwenReplaySvlm:
     """The Qwen2.5-VL backend with a cache of its answers (GTVR runs are never cached: they
     depend on the features of earlier frames held by the model)."""
 
-    def __init__(self, model: str, cache: JsonCache, max_new_tokens: int = 32) -> None:
+    def __init__(self, model: str, cache: JsonCache, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
         from spotvlm_ros.svlm.qwen import QwenSvlm, QwenSvlmConfig
 
         self.svlm = QwenSvlm.load(QwenSvlmConfig(model=model, max_new_tokens=max_new_tokens))
@@ -158,7 +161,7 @@ def load_frames(kind: str, source: Path, vocab: Vocabulary, limit: int) -> list[
 
         return load
 
-    return [Frame(f.name, START + f.stamp, loader(f), f.labels) for f in frames]
+    return [Frame(f.name, START + f.stamp, loader(f), f.labels or frozenset()) for f in frames]
 
 
 def plot(rows: list[dict[str, Any]], path: Path, note: str) -> None:
@@ -186,8 +189,18 @@ def plot(rows: list[dict[str, Any]], path: Path, note: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line."""
+def _fixed(seconds: float) -> Callable[[int], float]:
+    """The latency model of a fixed cloud latency: every frame's is ``seconds``."""
+    return lambda i: seconds
+
+
+def _cycling(trace: tuple[float, ...]) -> Callable[[int], float]:
+    """The latency model of a trace: frame i gets the trace's i-th value, cyclically."""
+    return lambda i: trace[i % len(trace)]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line (its defaults are the live graph's: spotvlm_ros.parameters)."""
     p = argparse.ArgumentParser(prog="spotvlm-eval", description=__doc__.splitlines()[0])
     p.add_argument("kind", choices=sorted([*READERS, "bag"]))
     p.add_argument("source", type=Path)
@@ -195,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         "--svlm-model", required=True, help="Qwen2.5-VL folder (the tiny test model works)"
     )
     p.add_argument("--detector-model", type=Path, default=None, help="the LVLM stand-in (ONNX)")
-    p.add_argument("--vocabulary", default="bdd100k")
-    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--vocabulary", default=TASK)
+    p.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="comma-separated presets: "
+        + "; ".join(f"{m.name}: {m.description}" for m in METHODS.values()),
+    )
     p.add_argument("--latencies", default="1,2,3,4,5,6,7,8,9", help="fixed cloud latencies (s)")
     p.add_argument("--latency-model", choices=("fixed", "random", "trace"), default="fixed")
     p.add_argument("--latency-range", default="1,9", help="random: uniform in MIN,MAX (s)")
@@ -205,13 +223,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--svlm-seconds", default="0.3", help="SVLM compute time per frame (s) or 'measured'"
     )
-    p.add_argument("--deadline", type=float, default=1.0)
+    p.add_argument("--deadline", type=float, default=DEADLINE_S, help="[s]")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/eval"))
     p.add_argument(
-        "--max-new-tokens", type=int, default=32, help="SVLM answer limit (svlm_node's default)"
+        "--max-new-tokens",
+        type=int,
+        default=MAX_NEW_TOKENS,
+        help="SVLM answer limit (svlm_node's default)",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    args = parse_args(argv)
     try:
         vocab = vocabulary(args.vocabulary)
         frames = load_frames(args.kind, args.source, vocab, args.limit)
@@ -231,15 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         count_tokens=svlm.svlm.count_tokens,  # the history budget in the SVLM's tokens
     )
     if args.latency_model == "fixed":
-        sweeps = [(float(x), lambda i, x=float(x): x) for x in args.latencies.split(",")]
+        sweeps = [(float(x), _fixed(float(x))) for x in args.latencies.split(",")]
     elif args.latency_model == "random":
         low, high = (float(x) for x in args.latency_range.split(","))
         rng = random.Random(args.seed)
         draws = [rng.uniform(low, high) for _ in frames]
-        sweeps = [((low + high) / 2, lambda i: draws[i])]
+        sweeps = [((low + high) / 2, draws.__getitem__)]
     else:
         trace = read_trace(args.latency_trace)
-        sweeps = [(sum(trace) / len(trace), lambda i: trace[i % len(trace)])]
+        sweeps = [(sum(trace) / len(trace), _cycling(trace))]
     rows: list[dict[str, Any]] = []
     from tqdm import tqdm
 

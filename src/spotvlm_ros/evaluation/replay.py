@@ -40,30 +40,12 @@ from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
 from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between, stamp_from_seconds
 from spotvlm_ros.core.vocab import Vocabulary
+from spotvlm_ros.parameters import CONTEXT_BUDGET_TOKENS, PRESETS, Preset
 
+Method = Preset
+"""Which parts of SpotVLM a replayed method uses: one of the presets the live graph runs."""
 
-@dataclass(frozen=True)
-class Method:
-    """Which parts of SpotVLM a method uses."""
-
-    name: str
-    svlm: bool
-    lvlm: bool
-    crm: bool = False
-    ggvr: bool = False
-    gtvr: bool = False
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("edge_only", svlm=True, lvlm=False),
-        Method("cloud_only", svlm=False, lvlm=True),
-        Method("crm", svlm=True, lvlm=True, crm=True),
-        Method("crm_ggvr", svlm=True, lvlm=True, crm=True, ggvr=True),
-        Method("spotvlm", svlm=True, lvlm=True, crm=True, ggvr=True, gtvr=True),
-    )
-}
+METHODS: dict[str, Preset] = PRESETS
 """edge-only, cloud-only, and SpotVLM with its ablations (spotvlm = CRM + GGVR + GTVR)."""
 
 
@@ -122,12 +104,12 @@ class ReplayConfig:
     deadline: float = DEFAULT_DEADLINE_S
     svlm_seconds: float | None = 0.3  # None: use the measured compute time
     context: ContextConfig = field(default_factory=ContextConfig)
-    context_budget: int = 96  # in count_tokens units (the SVLM's tokens where it has any)
+    context_budget: int = CONTEXT_BUDGET_TOKENS  # in count_tokens units (the SVLM's tokens)
     count_tokens: CountTokens = count_words
     upload: UploadPolicyConfig = field(default_factory=UploadPolicyConfig)
     question: str = DEFAULT_QUESTION
-    roi_max_age_s: float = 10.0
-    history_form: str = "text"
+    roi_max_age_s: float = InputRules().roi_max_age_s
+    history_form: str = InputRules().history_form
 
 
 @dataclass
@@ -222,9 +204,11 @@ class _Run:
             if kind == _FRAME:
                 self.on_frame(payload, now)
             elif kind == _SVLM_DONE:
-                self.on_svlm_done(*payload, now)
+                i, out, inputs = payload
+                self.on_svlm_done(i, out, inputs, now)
             elif kind == _LVLM:
-                self.on_lvlm(*payload, now)
+                i, answer = payload
+                self.on_lvlm(i, answer, now)
             self.decided(self.arbiter.due(now), now)
         self.decided(self.arbiter.due(2**62), 2**62)
 
@@ -295,11 +279,13 @@ class _Run:
                 time=now,
             )
         )
+        # svlm_node takes the waiting frame at once, with the context it holds: its own
+        # answer reaches the history only through context_manager, after the round trip
+        self.start_next(now)
         # context_manager
         self.context.on_svlm(stamp, self.cfg.question, out.answer)
         decision = self.arbiter.offer(stamp, Candidate(Source.SVLM, out.answer, labels, now))
         self.decided([decision] if decision else [], now)
-        self.start_next(now)
 
     def dropped(self, i: int, why: str, now: Stamp) -> None:
         self.events.append(

@@ -43,36 +43,16 @@ class BagPlayer(Node):
 
     def __init__(self) -> None:
         super().__init__("bag_player")
-        bag = declare(self, "bag_path", "", "rosbag2 folder (mcap or sqlite3)")
-        self.rate = declare(self, "rate", 1.0, "playback speed factor", low=0.01, high=100.0)
-        self.start_offset = declare(
-            self, "start_offset_s", 0.0, "skip this much of the bag [s]", low=0.0, high=1e9
-        )
-        self.loop = declare(self, "loop", False, "play again from the start when done")
-        self.restamp = declare(self, "restamp", True, "shift header stamps so the bag starts now")
-        self.wait_for_subscribers = declare(
-            self,
-            "wait_for_subscribers_s",
-            10.0,
-            "wait up to this long for the camera topics (and ready_topics) to have subscribers [s]",
-            low=0.0,
-            high=3600.0,
-        )
-        self.exit_when_done = declare(
-            self, "exit_when_done", False, "shut the node down once the bag has played"
-        )
-        self.linger = declare(
-            self, "linger_s", 2.0, "wait this long after the last message [s]", low=0.0, high=3600.0
-        )
-        self.ready_topics = declare(
-            self,
-            "ready_topics",
-            [""],
-            "TOPIC:N entries: also wait for N subscribers on TOPIC (e.g. the graph's nodes)",
-        )
-        self.ready_url = declare(
-            self, "ready_url", "", "also wait until this URL answers (e.g. an LVLM /health)"
-        )
+        bag = declare(self, "bag_player", "bag_path")
+        self.rate = declare(self, "bag_player", "rate")
+        self.start_offset = declare(self, "bag_player", "start_offset_s")
+        self.loop = declare(self, "bag_player", "loop")
+        self.restamp = declare(self, "bag_player", "restamp")
+        self.wait_for_subscribers = declare(self, "bag_player", "wait_for_subscribers_s")
+        self.exit_when_done = declare(self, "bag_player", "exit_when_done")
+        self.linger = declare(self, "bag_player", "linger_s")
+        self.ready_topics = declare(self, "bag_player", "ready_topics")
+        self.ready_url = declare(self, "bag_player", "ready_url")
         path = Path(bag)
         if not bag or not path.exists():
             raise StartupError(f"bag_player: bag_path {bag!r} does not exist")

@@ -46,7 +46,7 @@ class IngestConfig:
     input_topic: str
     transport: str
     rate_hz: float
-    max_pixels: int
+    max_input_pixels: int
     max_future_s: float
     max_age_s: float
     no_input_warning_s: float
@@ -60,63 +60,15 @@ class CameraIngest(Node):
     def __init__(self) -> None:
         super().__init__("camera_ingest")
         self.config = IngestConfig(
-            input_topic=declare(self, "input_topic", topics.CAMERA, "camera topic to subscribe to"),
-            transport=declare(
-                self,
-                "transport",
-                "auto",
-                "auto (what is published on input_topic or input_topic/compressed), raw "
-                "(sensor_msgs/Image on input_topic) or compressed (CompressedImage on "
-                "input_topic/compressed, or on input_topic if that is its type)",
-            ),
-            rate_hz=declare(
-                self, "rate_hz", 2.0, "frames admitted per second (task rate)", low=0.05, high=30.0
-            ),
-            max_pixels=declare(
-                self, "max_pixels", 4096 * 4096, "larger frames are rejected", low=1, high=2**31 - 1
-            ),
-            max_future_s=declare(
-                self,
-                "max_future_s",
-                1.0,
-                "frames stamped further in the future are rejected [s]",
-                low=0.0,
-                high=3600.0,
-            ),
-            max_age_s=declare(
-                self,
-                "max_age_s",
-                10.0,
-                "frames older than this on arrival are rejected; 0 disables [s]",
-                low=0.0,
-                high=1e9,
-            ),
-            no_input_warning_s=declare(
-                self,
-                "no_input_warning_s",
-                5.0,
-                "warn when no frame has arrived for this long [s]",
-                low=0.5,
-                high=3600.0,
-            ),
-            frame_listeners=tuple(
-                declare(
-                    self,
-                    "frame_listeners",
-                    ["svlm_node", "context_manager"],
-                    "nodes (in this node's namespace) whose frame subscriptions must have "
-                    "matched before the camera is taken (the launch file names the graph's)",
-                )
-            ),
-            frame_listeners_wait_s=declare(
-                self,
-                "frame_listeners_wait_s",
-                5.0,
-                "wait up to this long for the graph's frame subscribers to match before "
-                "taking the camera [s]",
-                low=0.0,
-                high=3600.0,
-            ),
+            input_topic=declare(self, "camera_ingest", "input_topic"),
+            transport=declare(self, "camera_ingest", "transport"),
+            rate_hz=declare(self, "camera_ingest", "rate_hz"),
+            max_input_pixels=declare(self, "camera_ingest", "max_input_pixels"),
+            max_future_s=declare(self, "camera_ingest", "max_future_s"),
+            max_age_s=declare(self, "camera_ingest", "max_age_s"),
+            no_input_warning_s=declare(self, "camera_ingest", "no_input_warning_s"),
+            frame_listeners=tuple(declare(self, "camera_ingest", "frame_listeners")),
+            frame_listeners_wait_s=declare(self, "camera_ingest", "frame_listeners_wait_s"),
         )
         if not all(name and "/" not in name for name in self.config.frame_listeners):
             raise StartupError(
@@ -353,7 +305,7 @@ class CameraIngest(Node):
 
     def _validated(self, msg: Image | CompressedImage) -> Image:
         if isinstance(msg, CompressedImage):
-            image = rgb_to_image(compressed_to_rgb(msg, self.config.max_pixels), "bgr8")
+            image = rgb_to_image(compressed_to_rgb(msg, self.config.max_input_pixels), "bgr8")
             image.header = msg.header
             return image
         if msg.encoding not in SUPPORTED_ENCODINGS:
@@ -364,9 +316,9 @@ class CameraIngest(Node):
         channels = 1 if msg.encoding == "mono8" else 3
         if msg.width == 0 or msg.height == 0:
             raise ImageError(f"image size {msg.width}x{msg.height} is empty")
-        if msg.width * msg.height > self.config.max_pixels:
+        if msg.width * msg.height > self.config.max_input_pixels:
             raise ImageError(
-                f"{msg.width}x{msg.height} exceeds max_pixels {self.config.max_pixels}"
+                f"{msg.width}x{msg.height} exceeds max_input_pixels {self.config.max_input_pixels}"
             )
         if msg.step < msg.width * channels or len(msg.data) < msg.step * msg.height:
             raise ImageError(

@@ -9,6 +9,7 @@ Health and latency statistics go to /diagnostics.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 import time
@@ -24,7 +25,6 @@ from spotvlm_ros.core.engine import RequestEnd, Uploads
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.parsing import Coordinates, dropped_box_reasons
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
-from spotvlm_ros.core.task import DEFAULT_QUESTION
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
@@ -61,150 +61,36 @@ class CloudBridge(Node):
         super().__init__("cloud_bridge")
         try:
             client_config = LvlmClientConfig(
-                base_url=declare(
-                    self,
-                    "base_url",
-                    "http://127.0.0.1:8000/v1",
-                    "OpenAI-compatible API root of the LVLM server",
-                ),
-                model=declare(self, "model", "Qwen/Qwen2.5-VL-72B-Instruct", "served model name"),
-                api_key_env=declare(
-                    self, "api_key_env", "", "NAME of the environment variable holding the API key"
-                ),
-                timeout=declare(
-                    self, "timeout_s", 10.0, "per-request timeout [s]", low=0.1, high=600.0
-                ),
-                max_in_flight=declare(
-                    self, "max_in_flight", 2, "requests outstanding at once", low=1, high=64
-                ),
-                max_pixels=declare(
-                    self,
-                    "upload_max_pixels",
-                    28 * 28 * 1280,
-                    "uploaded frames are resized to at most this [px]",
-                    low=784,
-                    high=2**31 - 1,
-                ),
-                jpeg_quality=declare(
-                    self, "jpeg_quality", 90, "JPEG quality of uploads", low=1, high=100
-                ),
-                coordinates=Coordinates(
-                    declare(
-                        self,
-                        "coordinates",
-                        "absolute",
-                        "box coordinates of the model: absolute or relative_1000",
-                    )
-                ),
-                task_vocabulary=declare(
-                    self, "task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco"
-                ),
-                ca_bundle=declare(
-                    self,
-                    "ca_bundle",
-                    "",
-                    "PEM file of CA certificates for an https LVLM (empty: the system's); "
-                    "certificates are always verified",
-                ),
-                max_tokens=declare(
-                    self,
-                    "max_tokens",
-                    512,
-                    "the reply's token limit (a reply it cuts is reported as truncated)",
-                    low=16,
-                    high=32768,
-                ),
-                endpoint_backoff_s=declare(
-                    self,
-                    "endpoint_backoff_s",
-                    2.0,
-                    "an LVLM replica that fails is skipped this long, doubling per failure [s]",
-                    low=0.1,
-                    high=600.0,
-                ),
-                endpoint_max_backoff_s=declare(
-                    self,
-                    "endpoint_max_backoff_s",
-                    60.0,
-                    "the longest a failed replica is skipped [s]",
-                    low=0.1,
-                    high=3600.0,
-                ),
-                user=declare(
-                    self,
-                    "user",
-                    "",
-                    "the OpenAI `user` field of every request (what vLLM and gateways log and "
-                    "rate-limit by); '' = this graph's namespace, e.g. robot1/cam_front",
-                ),
-                max_reply_bytes=declare(
-                    self,
-                    "max_reply_bytes",
-                    256 * 1024,
-                    "a larger LVLM reply is not read (counted, said): a real VLM's grounding "
-                    "JSON is a few KB [bytes]",
-                    low=1024,
-                    high=64 * 2**20,
-                ),
-                max_rois=declare(
-                    self,
-                    "max_rois",
-                    100,
-                    "ROIs kept per LVLM reply, the highest-scoring (the rest counted, said); "
-                    "at most 100, what the other nodes take from one message",
-                    low=0,
-                    high=100,
-                ),
-                structured_output=declare(
-                    self,
-                    "structured_output",
-                    False,
-                    "ask for the ROI JSON through response_format with a JSON schema (vLLM, "
-                    "SGLang); a server that refuses it is asked plainly from then on",
-                ),
+                base_url=declare(self, "cloud_bridge", "base_url"),
+                model=declare(self, "cloud_bridge", "model"),
+                api_key_env=declare(self, "cloud_bridge", "api_key_env"),
+                timeout=declare(self, "cloud_bridge", "timeout_s"),
+                max_in_flight=declare(self, "cloud_bridge", "max_in_flight"),
+                max_pixels=declare(self, "cloud_bridge", "upload_max_pixels"),
+                jpeg_quality=declare(self, "cloud_bridge", "jpeg_quality"),
+                coordinates=Coordinates(declare(self, "cloud_bridge", "coordinates")),
+                task_vocabulary=declare(self, "cloud_bridge", "task_vocabulary"),
+                ca_bundle=declare(self, "cloud_bridge", "ca_bundle"),
+                max_tokens=declare(self, "cloud_bridge", "max_tokens"),
+                endpoint_backoff_s=declare(self, "cloud_bridge", "endpoint_backoff_s"),
+                endpoint_max_backoff_s=declare(self, "cloud_bridge", "endpoint_max_backoff_s"),
+                user=declare(self, "cloud_bridge", "user"),
+                max_reply_bytes=declare(self, "cloud_bridge", "max_reply_bytes"),
+                max_rois=declare(self, "cloud_bridge", "max_rois"),
+                structured_output=declare(self, "cloud_bridge", "structured_output"),
             )
             policy_config = UploadPolicyConfig(
-                mode=UploadMode(
-                    declare(
-                        self,
-                        "upload_mode",
-                        "latency_adaptive",
-                        "every_frame, latency_adaptive or fixed_stride",
-                    )
-                ),
+                mode=UploadMode(declare(self, "cloud_bridge", "upload_mode")),
                 max_in_flight=client_config.max_in_flight,
-                stride=declare(
-                    self,
-                    "upload_stride",
-                    2,
-                    "fixed_stride: upload every Nth frame",
-                    low=1,
-                    high=1000,
-                ),
+                stride=declare(self, "cloud_bridge", "upload_stride"),
             )
         except ValueError as exc:
             raise StartupError(f"cloud_bridge: bad parameter: {exc}") from exc
         self.config = BridgeConfig(
-            question=declare(
-                self, "question", DEFAULT_QUESTION, "the question asked about every frame"
-            ),
-            max_input_pixels=declare(
-                self,
-                "max_input_pixels",
-                4096 * 4096,
-                "larger frames are refused",
-                low=1,
-                high=2**31 - 1,
-            ),
+            question=declare(self, "cloud_bridge", "question"),
+            max_input_pixels=declare(self, "cloud_bridge", "max_input_pixels"),
         )
-        self.warn_after_s = declare(
-            self,
-            "warn_after_s",
-            30.0,
-            "diagnostics say WARN once every LVLM request has failed for this long [s]",
-            low=0.0,
-            high=3600.0,
-        )
+        self.warn_after_s = declare(self, "cloud_bridge", "warn_after_s")
         if not client_config.user:  # the robot and camera, by the graph's namespace
             client_config = replace(
                 client_config, user=self.get_namespace().strip("/") or "spotvlm"
@@ -268,7 +154,7 @@ class CloudBridge(Node):
         future = asyncio.run_coroutine_threadsafe(
             self._client.ask(rgb, self.config.question), self._loop
         )
-        future.add_done_callback(lambda f, frame=frame: self._on_done(frame, f))
+        future.add_done_callback(functools.partial(self._on_done, frame))
 
     def _on_done(self, frame: Frame, future: object) -> None:
         try:

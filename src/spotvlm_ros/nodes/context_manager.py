@@ -28,7 +28,6 @@ from spotvlm_ros.core.context import ContextConfig, ReplacementOutcome
 from spotvlm_ros.core.engine import ContextState
 from spotvlm_ros.core.health import FailureStreak
 from spotvlm_ros.core.ledger import FrameLedger, Losses, launcher_identity
-from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between
 from spotvlm_ros.core.worker import LatestWorker
 from spotvlm_ros.ros import qos, topics
@@ -72,57 +71,19 @@ class ContextManager(Node):
         super().__init__("context_manager")
         try:
             context_config = ContextConfig(
-                max_entries=declare(
-                    self, "history_size", 2, "K: history turns kept", low=1, high=64
-                ),
-                delta=declare(
-                    self,
-                    "max_delay_s",
-                    10.0,
-                    "delta: the latest an LVLM answer may arrive (and age) to be used [s]",
-                    low=0.0,
-                    high=3600.0,
-                ),
+                max_entries=declare(self, "context_manager", "history_size"),
+                delta=declare(self, "context_manager", "max_delay_s"),
             )
         except ValueError as exc:
             raise StartupError(f"context_manager: bad parameter: {exc}") from exc
         self.config = ManagerConfig(
-            question=declare(
-                self, "question", DEFAULT_QUESTION, "the question asked about every frame"
-            ),
-            deadline_s=declare(
-                self,
-                "deadline_s",
-                DEFAULT_DEADLINE_S,
-                "real-time deadline [s]",
-                low=0.01,
-                high=60.0,
-            ),
-            publish_overlay=declare(
-                self,
-                "publish_overlay",
-                True,
-                "publish the overlay image and ROI markers (drawn only while subscribed)",
-            ),
-            frames_kept=declare(
-                self, "frames_kept", 16, "frames kept for overlays", low=1, high=1000
-            ),
+            question=declare(self, "context_manager", "question"),
+            deadline_s=declare(self, "context_manager", "deadline_s"),
+            publish_overlay=declare(self, "context_manager", "publish_overlay"),
+            frames_kept=declare(self, "context_manager", "frames_kept"),
         )
-        self.warn_after_s = declare(
-            self,
-            "warn_after_s",
-            10.0,
-            "diagnostics say WARN once every answer has been invalid for this long [s]",
-            low=0.0,
-            high=3600.0,
-        )
-        ledger_dir = declare(
-            self,
-            "ledger_dir",
-            "",
-            "where the frames pending an answer are kept for a respawned context_manager to "
-            "count as lost ('' = $ROS_HOME/spotvlm, ~/.ros/spotvlm without ROS_HOME)",
-        )
+        self.warn_after_s = declare(self, "context_manager", "warn_after_s")
+        ledger_dir = declare(self, "context_manager", "ledger_dir")
         self._ledger = FrameLedger(
             Path(ledger_dir) if ledger_dir else ros_home() / "spotvlm",
             self.get_fully_qualified_name(),
@@ -312,8 +273,13 @@ class ContextManager(Node):
         self._arm_deadline()
 
     def _arm_deadline(self) -> None:
-        """Point the deadline timer at the oldest pending frame's deadline (or stop it)."""
-        due = self.arbiter.next_due()
+        """Point the deadline timer at the oldest pending frame's deadline (or stop it).
+
+        A frame already past its deadline (it reached this node late, or simulated time
+        jumped) is decided now: a timer would wait for the clock to move on, which a paused
+        /clock never does."""
+        while (due := self.arbiter.next_due()) is not None and (now := self._now()) > due:
+            self._emit(self.arbiter.due(now))
         if due is None:
             self._deadline_timer.cancel()
             return

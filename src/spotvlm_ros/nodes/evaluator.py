@@ -20,10 +20,11 @@ from spotvlm_msgs.msg import Answer, GroundTruth, HistoryEntry, LvlmResult, Svlm
 from spotvlm_ros.core.evaluation import EvaluationLog
 from spotvlm_ros.core.types import Source
 from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.exit_codes import EXIT_NOTHING_SCORED
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import MAX_LABELS_IN, stamp_of
 from spotvlm_ros.ros.params import declare
-from spotvlm_ros.ros.spin import EXIT_NOTHING_SCORED, StartupError, run_node
+from spotvlm_ros.ros.spin import StartupError, run_node
 
 
 class Evaluator(Node):
@@ -32,10 +33,10 @@ class Evaluator(Node):
     def __init__(self) -> None:
         super().__init__("evaluator")
         self.exit_code = 0  # EXIT_NOTHING_SCORED when nothing was scored (see close)
-        name = declare(self, "task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco")
-        report_dir = declare(self, "report_dir", "", "where report.json/.md go; empty: none")
-        self.note = declare(self, "report_note", "", "a line written at the top of the report")
-        overlay_dir = declare(self, "overlay_dir", "", "save every overlay image here as PNG")
+        name = declare(self, "evaluator", "task_vocabulary")
+        report_dir = declare(self, "evaluator", "report_dir")
+        self.note = declare(self, "evaluator", "report_note")
+        overlay_dir = declare(self, "evaluator", "overlay_dir")
         try:
             self.vocabulary = vocabulary(name)
         except ValueError as exc:

@@ -34,7 +34,6 @@ from spotvlm_ros.core.compression import ContextCompressor
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement, HistoryEntry
 from spotvlm_ros.core.engine import SUPERSEDED, InputRules, svlm_inputs, too_late
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
-from spotvlm_ros.core.task import DEFAULT_QUESTION
 from spotvlm_ros.core.types import NS_PER_S, Roi, seconds_between
 from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.core.worker import LatestWorker
@@ -64,11 +63,12 @@ class SvlmNodeConfig:
     question: str
     task_vocabulary: str
     deadline_s: float
+    use_context: bool
     ggvr: bool
     gtvr: bool
     roi_max_age_s: float
     history_form: str
-    max_pixels_in: int
+    max_input_pixels: int
     context_budget_tokens: int
 
 
@@ -98,14 +98,7 @@ class SvlmNode(LifecycleNode):
             "ignored_inactive": 0,
             "bad_context": 0,
         }
-        self.error_after_s = declare(
-            self,
-            "error_after_s",
-            10.0,
-            "diagnostics say ERROR once every frame has been dropped or failed for this long [s]",
-            low=0.0,
-            high=3600.0,
-        )
+        self.error_after_s = declare(self, "svlm_node", "error_after_s")
         self._streak = FailureStreak()
         self._inference = RecentValues(30.0)  # answered frames' inference time [s]
         self._queue = RecentValues(30.0)  # and their wait before inference [s]
@@ -113,12 +106,7 @@ class SvlmNode(LifecycleNode):
         self._last_failure = ""
         self._diagnostics = DiagnosticsPublisher(self)
         self.create_timer(1.0, self._publish_diagnostics)
-        autostart = declare(
-            self,
-            "autostart",
-            False,
-            "configure and activate by itself at start-up (the launch file sets it)",
-        )
+        autostart = declare(self, "svlm_node", "autostart")
         if autostart:
             self._started_ns = self.get_clock().now().nanoseconds
             self._autostart_timer = self.create_timer(0.1, self._autostart)
@@ -160,86 +148,37 @@ class SvlmNode(LifecycleNode):
             self.trigger_activate()
 
     def _read_parameters(self, d: Any) -> None:
-        """Read the parameters into the configs; ``d(name, default, description, low, high)``
-        declares them at start-up and re-reads them at each ``configure``."""
+        """Read the parameters into the configs; ``d(name)`` declares them at start-up and
+        re-reads them at each ``configure``."""
         from spotvlm_ros.svlm.qwen import MODEL_PARAMETER
 
-        model = d(
-            MODEL_PARAMETER, "", "Qwen2.5-VL model folder (or hub id where the hub is reachable)"
-        )
+        model = d(MODEL_PARAMETER)
         backend_config_args = dict(  # noqa: C408 - keyword names mirror QwenSvlmConfig
             model=model,
-            device=d("device", "auto", "auto, cpu, cuda, cuda:N"),
-            dtype=d(
-                "dtype",
-                "auto",
-                "auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16, float16",
-            ),
-            min_pixels=d(
-                "min_pixels",
-                0,
-                "smallest resized image [px]; 0 = the model folder's (preprocessor_config.json)",
-                0,
-                2**31 - 1,
-            ),
-            max_pixels=d(
-                "max_pixels",
-                448 * 448,
-                "largest resized image [px], the real-time budget: caps the model folder's "
-                "own limit (never raises it); 0 = the folder's",
-                0,
-                2**31 - 1,
-            ),
-            max_new_tokens=d("max_new_tokens", 32, "answer length limit [tokens]", 1, 4096),
-            min_focus_tokens=d(
-                "min_focus_tokens", 4, "GGVR falls back below this many tokens", 1, 100000
-            ),
-            gtvr_mu=d("gtvr_mu", 10.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
-            gtvr_b=d("gtvr_b", -5.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
-            gtvr_alpha=d("gtvr_alpha", 0.5, "GTVR: t' = alpha W_s t + (1 - alpha) t", 0.0, 1.0),
-            feature_cache_frames=d(
-                "feature_cache_frames", 24, "frames of features kept for GTVR", 1, 1000
-            ),
+            device=d("device"),
+            dtype=d("dtype"),
+            min_pixels=d("min_pixels"),
+            max_pixels=d("max_pixels"),
+            max_new_tokens=d("max_new_tokens"),
+            min_focus_tokens=d("min_focus_tokens"),
+            gtvr_mu=d("gtvr_mu"),
+            gtvr_b=d("gtvr_b"),
+            gtvr_alpha=d("gtvr_alpha"),
+            feature_cache_frames=d("feature_cache_frames"),
         )
         self.config = SvlmNodeConfig(
-            question=d("question", DEFAULT_QUESTION, "the question asked about every frame"),
-            task_vocabulary=d("task_vocabulary", "bdd100k", "nuscenes, bdd100k or coco"),
-            deadline_s=d(
-                "deadline_s",
-                1.0,
-                "a frame not started within this of its stamp is dropped [s]",
-                0.01,
-                60.0,
-            ),
-            ggvr=d("ggvr", True, "grounding-guided token pruning with the cloud's ROIs"),
-            gtvr=d("gtvr", True, "grounding-tracked token reweighting with the cloud's ROIs"),
-            roi_max_age_s=d(
-                "roi_max_age_s", 10.0, "ROIs older than this are not used [s]", 0.0, 3600.0
-            ),
-            history_form=d(
-                "history_form",
-                "text",
-                "context as 'text' in the prompt or as previous 'chat' turns",
-            ),
-            max_pixels_in=d(
-                "max_input_pixels", 4096 * 4096, "larger frames are refused", 1, 2**31 - 1
-            ),
-            context_budget_tokens=d(
-                "context_budget_tokens",
-                96,
-                "the history's budget in the prompt, in this model's own tokens",
-                0,
-                100000,
-            ),
+            question=d("question"),
+            task_vocabulary=d("task_vocabulary"),
+            deadline_s=d("deadline_s"),
+            use_context=d("use_context"),
+            ggvr=d("ggvr"),
+            gtvr=d("gtvr"),
+            roi_max_age_s=d("roi_max_age_s"),
+            history_form=d("history_form"),
+            max_input_pixels=d("max_input_pixels"),
+            context_budget_tokens=d("context_budget_tokens"),
         )
-        threads = d(
-            "torch_threads",
-            0,
-            "CPU threads for torch (0: one fewer than the cores this process may use, at least "
-            "1, leaving a core to the rest of the graph)",
-            0,
-            256,
-        )
+        threads = d("torch_threads")
         self.torch_threads = int(threads) or cpu_threads_for_model()
         self._backend_config_args = backend_config_args
         self._model = str(model)
@@ -252,7 +191,7 @@ class SvlmNode(LifecycleNode):
 
         from spotvlm_ros.svlm.qwen import MODEL_PARAMETER, QwenSvlm, QwenSvlmConfig, SvlmError
 
-        self._read_parameters(lambda name, *_: self.get_parameter(name).value)
+        self._read_parameters(lambda name: self.get_parameter(name).value)
         model = self._model
         try:
             torch.set_num_threads(self.torch_threads)
@@ -262,6 +201,7 @@ class SvlmNode(LifecycleNode):
                 gtvr=self.config.gtvr,
                 roi_max_age_s=self.config.roi_max_age_s,
                 history_form=self.config.history_form,
+                use_history=self.config.use_context,
             )
             with self._loading_diagnostics(model):
                 self.backend = QwenSvlm.load(QwenSvlmConfig(**self._backend_config_args))
@@ -297,9 +237,11 @@ class SvlmNode(LifecycleNode):
         self._publisher = self.create_lifecycle_publisher(
             SvlmResult, topics.SVLM_RESULT, qos.RESULTS
         )
+        # the context first: when an update and a frame are ready together, the executor takes
+        # them in this order, and the frame is answered with the newest context
         self._inputs = [
-            self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS),
             self.create_subscription(ContextUpdate, topics.CONTEXT, self._on_context, qos.LATCHED),
+            self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS),
         ]
         self._worker = LatestWorker(
             "svlm_worker",
@@ -404,16 +346,9 @@ class SvlmNode(LifecycleNode):
         self._worker.close(timeout=30.0)
         self._worker = None
 
-    def declare_and_read(
-        self,
-        name: str,
-        default: object,
-        description: str,
-        low: float | None = None,
-        high: float | None = None,
-    ) -> object:
-        """Declare one parameter (with its range) and return its value."""
-        return declare(self, name, default, description, low=low, high=high)
+    def declare_and_read(self, name: str) -> object:
+        """Declare one parameter (as spotvlm_ros.parameters describes it); return its value."""
+        return declare(self, "svlm_node", name)
 
     # --- callbacks (executor threads) ---------------------------------------------------
 
@@ -473,7 +408,7 @@ class SvlmNode(LifecycleNode):
             self._publish_dropped(frame, why)
             return
         try:
-            rgb = image_to_rgb(frame.image, self.config.max_pixels_in)
+            rgb = image_to_rgb(frame.image, self.config.max_input_pixels)
         except ImageError as exc:
             self.counts["errors"] += 1
             self.get_logger().warning(f"frame {frame.seq}: {exc}", throttle_duration_sec=5.0)

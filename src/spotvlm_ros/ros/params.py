@@ -1,4 +1,5 @@
-"""Declared parameters with descriptions and ranges, read into frozen config dataclasses."""
+"""Declared parameters, described once in spotvlm_ros.parameters, read into frozen config
+dataclasses."""
 
 from __future__ import annotations
 
@@ -15,31 +16,26 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from spotvlm_ros.parameters import parameter
 
-def declare(
-    node: Node,
-    name: str,
-    default: Any,
-    description: str,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    read_only: bool = False,
-) -> Any:
-    """Declare ``name`` with its default, description and (for numbers) range; return its value."""
-    descriptor = ParameterDescriptor(description=description, read_only=read_only)
-    if low is not None and high is not None:
-        if isinstance(default, bool):
+
+def declare(node: Node, kind: str, name: str, *, read_only: bool = False) -> Any:
+    """Declare ``kind``'s parameter ``name`` on ``node`` as spotvlm_ros.parameters describes
+    it (default, description, range for numbers); return its value."""
+    spec = parameter(kind, name)
+    descriptor = ParameterDescriptor(description=spec.description, read_only=read_only)
+    if spec.low is not None and spec.high is not None:
+        if isinstance(spec.default, bool):
             pass
-        elif isinstance(default, int):
+        elif isinstance(spec.default, int):
             descriptor.integer_range = [
-                IntegerRange(from_value=int(low), to_value=int(high), step=0)
+                IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=0)
             ]
-        elif isinstance(default, float):
+        elif isinstance(spec.default, float):
             descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)
+                FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)
             ]
-    value = node.declare_parameter(name, default, descriptor).value
+    value = node.declare_parameter(name, spec.default, descriptor).value
     _DECLARED.setdefault(node, []).append(name)
     return value
 

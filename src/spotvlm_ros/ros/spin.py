@@ -18,17 +18,11 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 
+from spotvlm_ros.exit_codes import EXIT_STARTUP_ERROR
 from spotvlm_ros.ros.params import STARTUP_ONLY, declared, read_once
 
 WAKE_S = 0.2
 """The longest the executor waits before Python sees a pending signal [s]."""
-
-EXIT_NOTHING_SCORED = 4
-"""Exit status of the evaluator when it scored no frame (a crash exits 1)."""
-
-EXIT_STARTUP_ERROR = 3
-"""Exit status of a node that cannot start (bad parameter, missing model): the launch file
-stops the whole graph on it instead of respawning the node into the same error."""
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
@@ -89,7 +83,7 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
                     close()
                 node.destroy_node()
         finally:
-            rclpy.try_shutdown()
+            rclpy.try_shutdown()  # type: ignore[attr-defined, unused-ignore]
             # The handlers stay ignoring: the process is ending, and a Ctrl-C in a terminal
             # reaches every node twice (from the terminal, then forwarded by launch). Put
             # back, the second one killed the interpreter on its way out (exit -2, or a

@@ -76,11 +76,10 @@ def chat_messages(
 ) -> list[dict[str, object]]:
     """The turns of one frame's prompt as chat messages (the image first in the user turn)."""
     text = f"{context_text}\n{question}" if context_text else question
-    return [
-        {"role": "system", "content": system},
-        *({"role": turn["role"], "content": turn["content"]} for turn in history),
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]},
-    ]
+    turns: list[dict[str, object]] = [{"role": "system", "content": system}]
+    turns += [{"role": t["role"], "content": t["content"]} for t in history]
+    turns.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]})
+    return turns
 
 
 def expand_image(rendered: str, image_tokens: int) -> str:

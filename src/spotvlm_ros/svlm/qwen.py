@@ -339,7 +339,8 @@ class QwenSvlm:
         where = str(local) if local.exists() else source
         offline = config.local_files_only or hub_offline()
         try:
-            model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            # (model, loading info): transformers' annotation does not say so
+            loaded: Any = Qwen2_5_VLForConditionalGeneration.from_pretrained(
                 where,
                 dtype=dtype,
                 trust_remote_code=False,
@@ -347,6 +348,7 @@ class QwenSvlm:
                 attn_implementation=ATTENTION,
                 output_loading_info=True,
             )
+            model, info = loaded
             tokenizer = AutoTokenizer.from_pretrained(
                 where, trust_remote_code=False, local_files_only=offline
             )
@@ -418,7 +420,8 @@ class QwenSvlm:
     def visual_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """The merged visual tokens of one image, (N, D)."""
         out = self.model.model.get_image_features(pixel_values, grid_thw)
-        return out.pooler_output[0]
+        features: torch.Tensor = out.pooler_output[0]
+        return features
 
     @torch.inference_mode()
     def prepare(
@@ -564,7 +567,7 @@ class QwenSvlm:
     @torch.inference_mode()
     def prefill_logits(self, prepared: Prepared) -> torch.Tensor:
         """Logits of every kept prompt position, (1, L_kept, vocab) (for tests and benchmarks)."""
-        return self.model(
+        logits: torch.Tensor = self.model(
             inputs_embeds=prepared.inputs_embeds,
             position_ids=prepared.position_ids,
             attention_mask=torch.ones(
@@ -572,6 +575,7 @@ class QwenSvlm:
             ),
             use_cache=False,
         ).logits
+        return logits
 
     @torch.inference_mode()
     def generate(

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -132,7 +133,7 @@ def make_video(folder: Path, path: Path) -> Path | None:
     if not frames:
         return None
     height, width = 720, 1280
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 2.0, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 2.0, (width, height))
     for f in frames:
         image = cv2.imread(str(f))
         if image is not None:
@@ -142,7 +143,7 @@ def make_video(folder: Path, path: Path) -> Path | None:
 
 
 def summary(
-    report: dict, frames: int, out: Path, video: Path | None, test_model: bool, model: str
+    report: dict[str, Any], frames: int, out: Path, video: Path | None, test_model: bool, model: str
 ) -> None:
     s = report["scores"]
     lines = [

@@ -33,11 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spotvlm_ros.cloud.faults import read_trace
+from spotvlm_ros.core.context import ContextConfig
 from spotvlm_ros.core.endpoints import EndpointPool
 from spotvlm_ros.core.engine import RequestEnd, Uploads
 from spotvlm_ros.core.health import percentile
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
 from spotvlm_ros.core.types import NS_PER_S
+from spotvlm_ros.parameters import DEADLINE_S, LVLM_TIMEOUT_S, RATE_HZ
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,9 @@ class FleetConfig:
     """One simulated fleet."""
 
     cameras: int = 6  # in total (robots x cameras per robot)
-    rate_hz: float = 2.0
-    deadline_s: float = 1.0
-    delta_s: float = 10.0  # an LVLM answer older than this is no context
+    rate_hz: float = RATE_HZ
+    deadline_s: float = DEADLINE_S
+    delta_s: float = ContextConfig().delta  # an LVLM answer older than this is no context
     replicas: int = 1
     slots: int = 4  # requests a replica serves at once
     queue: int = -1  # waiting requests per replica beyond its slots (-1: unbounded, 0: 429)
@@ -56,8 +59,8 @@ class FleetConfig:
     net_delay_s: float = 0.02  # one way
     net_jitter_s: float = 0.005
     loss: float = 0.0
-    timeout_s: float = 10.0
-    mode: UploadMode = UploadMode.LATENCY_ADAPTIVE
+    timeout_s: float = LVLM_TIMEOUT_S
+    mode: UploadMode = UploadPolicyConfig().mode
     max_in_flight: int = 2
     stride: int = 2
     duration_s: float = 120.0
@@ -240,9 +243,10 @@ def simulate(config: FleetConfig) -> FleetResult:
             free_slot(r, t, req)
             at(t + net(), "reply", req)
         elif kind in ("reply", "refused", "timeout"):
-            info = requests.get(req := payload)
-            if info is None or info.get("settled"):
+            found = requests.get(req := payload)
+            if found is None or found.get("settled"):
                 continue  # already timed out (or answered): the later event changes nothing
+            info = found
             info["settled"] = True
             cam = cameras[info["camera"]]
             sent = int(info["frame"] * NS_PER_S)
@@ -273,25 +277,6 @@ def simulate(config: FleetConfig) -> FleetResult:
         config.replicas * config.slots * max(0.0, config.duration_s - config.warm_up_s)
     )
     return result
-
-
-def read_trace(path: Path) -> tuple[float, ...]:
-    """Seconds, one per line (blank lines and # comments skipped)."""
-    values = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        text = line.split("#")[0].strip()
-        if not text:
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            raise SystemExit(f"{path}:{number}: not a number of seconds: {line!r}") from None
-        if not 0.0 <= value < 3600.0:
-            raise SystemExit(f"{path}:{number}: {value} s is not a service time")
-        values.append(value)
-    if not values:
-        raise SystemExit(f"{path}: no service times in it")
-    return tuple(values)
 
 
 def lognormal(median: float, sigma: float, n: int = 2000, seed: int = 0) -> tuple[float, ...]:
@@ -397,9 +382,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--slots", type=int, default=4, help="K: requests a replica serves at once")
     p.add_argument("--queue", type=int, default=-1, help="waiting requests per replica; 0: 429")
     p.add_argument("--cameras-per-replica", default="1,2,4,8,16,32")
-    p.add_argument("--rate", type=float, default=2.0, help="task rate [Hz]")
-    p.add_argument("--deadline", type=float, default=1.0, help="[s]")
-    p.add_argument("--delta", type=float, default=10.0, help="context window [s]")
+    p.add_argument("--rate", type=float, default=FleetConfig.rate_hz, help="task rate [Hz]")
+    p.add_argument("--deadline", type=float, default=FleetConfig.deadline_s, help="[s]")
+    p.add_argument("--delta", type=float, default=FleetConfig.delta_s, help="context window [s]")
     p.add_argument("--service-trace", type=Path, help="file of measured service times [s]")
     p.add_argument("--service-median", type=float, default=2.0, help="[s] without a trace")
     p.add_argument("--service-sigma", type=float, default=0.5)
@@ -419,11 +404,14 @@ def config_from(args: argparse.Namespace) -> FleetConfig:
     """The base fleet of the command line (cameras set per sweep point)."""
     if args.replicas < 1 or args.slots < 1 or args.rate <= 0 or not 0 <= args.loss < 1:
         raise SystemExit("need --replicas >= 1, --slots >= 1, --rate > 0, 0 <= --loss < 1")
-    service = (
-        read_trace(args.service_trace)
-        if args.service_trace
-        else lognormal(args.service_median, args.service_sigma, seed=args.seed)
-    )
+    try:
+        service = (
+            read_trace(args.service_trace)
+            if args.service_trace
+            else lognormal(args.service_median, args.service_sigma, seed=args.seed)
+        )
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--service-trace: {exc}") from None
     return FleetConfig(
         rate_hz=args.rate,
         deadline_s=args.deadline,
