@@ -66,6 +66,7 @@ SHARED = (
     "structured_output",
     "method",
     "task",
+    "vocabulary",
     "question",
     "deadline",
     "rate",
@@ -166,7 +167,7 @@ def fleet(context: LaunchContext) -> list[Any]:
                 cmd=[
                     f"{lib}/spotvlm-lvlm-server",
                     *("--port", values["server_port"], "--latency", values["server_latency"]),
-                    *("--vocabulary", values["task"]),
+                    *("--vocabulary", launch_args.detector_vocabulary(values)),
                     *shlex.split(values["server_args"]),
                 ],
                 name="lvlm_server",

@@ -75,7 +75,7 @@ def graph(context: LaunchContext) -> list[Any]:
     namespace = values["namespace"]
     respawn = on("respawn")
     delay = float(values["respawn_delay"])
-    task = {"task_vocabulary": values["task"]}
+    task = {"task": values["task"], "task_vocabulary": values["vocabulary"]}
     question = {"question": values["question"]} if values["question"] else {}
     deadline = float(values["deadline"])
     # the paper's variant: its node parameters go after config/<node>.yaml and before the
@@ -150,7 +150,7 @@ def graph(context: LaunchContext) -> list[Any]:
                     "--latency",
                     values["server_latency"],
                     "--vocabulary",
-                    values["task"],
+                    launch_args.detector_vocabulary(values),
                     *shlex.split(values["server_args"]),
                 ],
                 name="lvlm_server",

@@ -59,7 +59,8 @@ def test_launch_arguments_take_the_nodes_defaults() -> None:
     for node in ("svlm_node", "context_manager"):
         assert default(node, "deadline_s") == float(launch_args.ARGUMENTS["deadline"][0])
     for node in ("svlm_node", "cloud_bridge", "evaluator"):
-        assert default(node, "task_vocabulary") == launch_args.ARGUMENTS["task"][0]
+        assert default(node, "task") == launch_args.ARGUMENTS["task"][0]
+        assert default(node, "task_vocabulary") == launch_args.ARGUMENTS["vocabulary"][0]
 
 
 def test_the_runner_has_an_option_for_every_launch_argument() -> None:

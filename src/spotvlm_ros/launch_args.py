@@ -12,7 +12,7 @@ import urllib.parse
 from pathlib import Path
 
 from spotvlm_ros import parameters
-from spotvlm_ros.core.vocab import vocabulary
+from spotvlm_ros.core.task import TASKS, task
 from spotvlm_ros.parameters import DEFAULT_PRESET, PRESETS, default
 from spotvlm_ros.svlm.source import model_source_problem
 
@@ -55,7 +55,11 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
         + "; ".join(f"{p.name} ({p.description})" for p in PRESETS.values() if p.svlm)
         + " (cloud_only is evaluated offline: spotvlm-eval)",
     ),
-    "task": (parameters.TASK, "task vocabulary: nuscenes, bdd100k, coco"),
+    "task": (
+        parameters.TASK,
+        "the task: " + "; ".join(f"{t.name} ({t.description})" for t in TASKS.values()),
+    ),
+    "vocabulary": ("", parameters.VOCABULARY_TEXT),
     "question": ("", "the question asked about every frame (empty: the task's default)"),
     "deadline": (_text(parameters.DEADLINE_S), "real-time deadline [s]"),
     "rate": (_text(parameters.RATE_HZ), "task rate [Hz]"),
@@ -86,7 +90,8 @@ PARAMETER_OF = {
     "base_url": ("cloud_bridge", "base_url"),
     "lvlm_model": ("cloud_bridge", "model"),
     "structured_output": ("cloud_bridge", "structured_output"),
-    "task": ("svlm_node", "task_vocabulary"),
+    "task": ("svlm_node", "task"),
+    "vocabulary": ("svlm_node", "task_vocabulary"),
     "deadline": ("svlm_node", "deadline_s"),
     "rate": ("camera_ingest", "rate_hz"),
     "bag_rate": ("bag_player", "rate"),
@@ -119,6 +124,15 @@ def number(values: dict[str, str], name: str, low: float, high: float) -> float:
     return value
 
 
+def detector_vocabulary(values: dict[str, str]) -> str:
+    """The local server's --vocabulary: its detector answers the objects task in the graph's
+    vocabulary, and refuses the other tasks (whatever vocabulary it holds)."""
+    chosen = task(values["task"])
+    if chosen.name != "objects":
+        return TASKS["objects"].default_vocabulary
+    return chosen.vocabulary(values["vocabulary"]).name
+
+
 def check(values: dict[str, str]) -> None:
     """Raise LaunchArgumentError for the first argument in ``values`` that cannot work."""
     problem = model_source_problem(values["model_path"], "model_path")
@@ -134,9 +148,11 @@ def check(values: dict[str, str]) -> None:
             "board: evaluate it offline (spotvlm-eval ... --methods cloud_only)"
         )
     try:
-        vocabulary(values["task"])
+        task(values["task"]).vocabulary(values["vocabulary"])
     except ValueError as exc:
-        raise LaunchArgumentError(f"task:={values['task']!r}: {exc}") from None
+        raise LaunchArgumentError(
+            f"task:={values['task']!r} vocabulary:={values['vocabulary']!r}: {exc}"
+        ) from None
     if values["transport"] not in TRANSPORTS:
         raise LaunchArgumentError(
             f"transport:={values['transport']!r} must be one of {', '.join(TRANSPORTS)}"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from spotvlm_ros.core.context import ContextConfig
 from spotvlm_ros.core.engine import InputRules
 from spotvlm_ros.core.policy import UploadPolicyConfig
-from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
+from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_TASK
 
 Value = bool | int | float | str | list[str]
 """What a ROS parameter of this package holds."""
@@ -25,15 +25,19 @@ INT_MAX = 2**31 - 1
 
 DEADLINE_S = DEFAULT_DEADLINE_S
 RATE_HZ = 2.0
-TASK = "bdd100k"
+TASK = DEFAULT_TASK
 LVLM_BASE_URL = "http://127.0.0.1:8000/v1"
 LVLM_MODEL = "Qwen/Qwen2.5-VL-72B-Instruct"
 LVLM_TIMEOUT_S = 10.0
 MAX_INPUT_PIXELS = 4096 * 4096
 CONTEXT_BUDGET_TOKENS = 96
 MAX_NEW_TOKENS = 32
-TASK_TEXT = "task vocabulary: nuscenes, bdd100k or coco"
-QUESTION_TEXT = "the question asked about every frame"
+TASK_TEXT = "the task: objects (multi-object recognition), gesture or caption"
+VOCABULARY_TEXT = (
+    "the task's vocabulary ('' = its default): objects: bdd100k, nuscenes, coco; gesture: "
+    "hagrid, ipn; caption: ace"
+)
+QUESTION_TEXT = "the question asked about every frame ('' = the task's own)"
 INPUT_PIXELS_TEXT = "larger frames are refused [px]"
 
 
@@ -142,8 +146,9 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
         _p("gtvr_b", -5.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
         _p("gtvr_alpha", 0.5, "GTVR: t' = alpha W_s t + (1 - alpha) t", 0.0, 1.0),
         _p("feature_cache_frames", 24, "frames of features kept for GTVR", 1, 1000),
-        _p("question", DEFAULT_QUESTION, QUESTION_TEXT),
-        _p("task_vocabulary", TASK, TASK_TEXT),
+        _p("task", TASK, TASK_TEXT),
+        _p("task_vocabulary", "", VOCABULARY_TEXT),
+        _p("question", "", QUESTION_TEXT),
         _p(
             "deadline_s",
             DEADLINE_S,
@@ -215,7 +220,8 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
         ),
         _p("jpeg_quality", 90, "JPEG quality of uploads", 1, 100),
         _p("coordinates", "absolute", "box coordinates of the model: absolute or relative_1000"),
-        _p("task_vocabulary", TASK, TASK_TEXT),
+        _p("task", TASK, TASK_TEXT),
+        _p("task_vocabulary", "", VOCABULARY_TEXT),
         _p(
             "ca_bundle",
             "",
@@ -273,7 +279,7 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
         ),
         _p("upload_mode", _UPLOAD.mode.value, "every_frame, latency_adaptive or fixed_stride"),
         _p("upload_stride", _UPLOAD.stride, "fixed_stride: upload every Nth frame", 1, 1000),
-        _p("question", DEFAULT_QUESTION, QUESTION_TEXT),
+        _p("question", "", QUESTION_TEXT),
         _p("max_input_pixels", MAX_INPUT_PIXELS, INPUT_PIXELS_TEXT, 1, INT_MAX),
         _p(
             "warn_after_s",
@@ -292,7 +298,11 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
             0.0,
             3600.0,
         ),
-        _p("question", DEFAULT_QUESTION, QUESTION_TEXT),
+        _p(
+            "question",
+            "",
+            "the question written into each answer ('' = the one its model was asked)",
+        ),
         _p("deadline_s", DEADLINE_S, "real-time deadline [s]", 0.01, 60.0),
         _p(
             "publish_overlay",
@@ -315,7 +325,8 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
         ),
     ),
     "evaluator": (
-        _p("task_vocabulary", TASK, TASK_TEXT),
+        _p("task", TASK, TASK_TEXT),
+        _p("task_vocabulary", "", VOCABULARY_TEXT),
         _p("report_dir", "", "where report.json/.md go; empty: none"),
         _p("report_note", "", "a line written at the top of the report"),
         _p("overlay_dir", "", "save every overlay image here as PNG"),

@@ -45,6 +45,7 @@ OWN_OPTIONS = ("params_file", "output")  # made by the runner from --set and --l
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line: one option per launch argument of spotvlm.launch.py (its table,
     launch_args.ARGUMENTS, gives the defaults and help), and the runner's own."""
+    from spotvlm_ros.core.task import TASKS
     from spotvlm_ros.launch_args import ARGUMENTS, LOG_LEVELS, TRANSPORTS
     from spotvlm_ros.parameters import PRESETS
 
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "transport": TRANSPORTS,
         "log_level": LOG_LEVELS,
         "method": tuple(m for m, preset in PRESETS.items() if preset.svlm),
+        "task": tuple(TASKS),
     }
     for name, (default, text) in ARGUMENTS.items():
         if name in OWN_OPTIONS:

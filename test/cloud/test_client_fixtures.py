@@ -272,8 +272,14 @@ def test_bad_frame_is_a_typed_outcome(canned: tuple[str, type[_Canned]]) -> None
 def test_bad_client_configuration_is_refused() -> None:
     with pytest.raises(ValueError, match="timeout"):
         LvlmClientConfig(timeout=0)
-    with pytest.raises(ValueError, match="unknown vocabulary"):
+    with pytest.raises(
+        ValueError, match="takes the vocabularies bdd100k, nuscenes, coco, not 'kitti'"
+    ):
         LvlmClientConfig(task_vocabulary="kitti")
+    with pytest.raises(ValueError, match="unknown task 'pose'"):
+        LvlmClientConfig(task="pose")
+    with pytest.raises(ValueError, match="task 'gesture' takes the vocabularies hagrid, ipn"):
+        LvlmClientConfig(task="gesture", task_vocabulary="coco")
 
 
 @pytest.fixture

@@ -61,5 +61,5 @@ def test_normalize_label(name: str, label: str, expected: set[str]) -> None:
 
 
 def test_unknown_vocabulary_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="bdd100k, coco, nuscenes"):
+    with pytest.raises(ValueError, match="ace, bdd100k, coco, hagrid, ipn, nuscenes"):
         vocabulary("kitti")

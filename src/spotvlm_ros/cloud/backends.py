@@ -33,6 +33,10 @@ class BackendError(Exception):
 class UnsupportedRequestError(BackendError):
     """The request asks for something this backend cannot do (answered with HTTP 400)."""
 
+    def __init__(self, message: str, param: str = "") -> None:
+        super().__init__(message)
+        self.param = param  # the request field at fault (OpenAI error's ``param``)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -53,10 +57,17 @@ class Backend(Protocol):
         ...
 
     def reply(
-        self, image: np.ndarray, prompt: str, *, max_tokens: int | None, structured: bool
+        self,
+        image: np.ndarray,
+        prompt: str,
+        *,
+        max_tokens: int | None,
+        structured: bool,
+        task: str = "",
     ) -> Reply:
         """The reply within ``max_tokens``; ``structured``: a JSON object following
-        ``spotvlm_ros.cloud.client.RESPONSE_SCHEMA`` (or UnsupportedRequestError)."""
+        ``spotvlm_ros.cloud.client.RESPONSE_SCHEMA``; ``task``: what the client said it asks
+        ('' = not said). UnsupportedRequestError for what the backend cannot answer."""
         ...
 
 
@@ -152,12 +163,28 @@ class DetectorBackend:
         return self.reply(image, prompt, max_tokens=None, structured=False).text
 
     def reply(
-        self, image: np.ndarray, prompt: str, *, max_tokens: int | None, structured: bool
+        self,
+        image: np.ndarray,
+        prompt: str,
+        *,
+        max_tokens: int | None,
+        structured: bool,
+        task: str = "",
     ) -> Reply:
         """The grounding reply; ``structured``: the JSON object of RESPONSE_SCHEMA, bare (as
         a server with constrained decoding returns it). A detector's reply is short: the
-        token limit does not apply to it."""
+        token limit does not apply to it. It answers only the objects task: a request that
+        says it asks another (the client's task header) is refused, not answered with
+        objects."""
         del prompt, max_tokens  # a detector answers one question: which objects are there
+        if task and task != "objects":
+            raise UnsupportedRequestError(
+                f"this server's detector backend answers only the objects task, not {task!r} "
+                "(a detector cannot recognise gestures or write captions): start "
+                "spotvlm-lvlm-server with --backend qwen --model <Qwen2.5-VL folder>, or point "
+                "the client at a VLM server",
+                param="messages",
+            )
         sentence, objects = self._describe(image)
         if structured:
             text = json.dumps({"answer": sentence, "objects": objects})
@@ -216,17 +243,26 @@ class QwenBackend:
         return self.reply(image, prompt, max_tokens=None, structured=False).text
 
     def reply(
-        self, image: np.ndarray, prompt: str, *, max_tokens: int | None, structured: bool
+        self,
+        image: np.ndarray,
+        prompt: str,
+        *,
+        max_tokens: int | None,
+        structured: bool,
+        task: str = "",
     ) -> Reply:
-        """Greedy decoding up to ``max_tokens`` (at most the server's --max-new-tokens);
+        """Greedy decoding up to ``max_tokens`` (at most the server's --max-new-tokens), for
+        any task (the prompt says what is asked);
         finish_reason "length" when the limit cut the reply. Constrained decoding to a JSON
         schema is not implemented here: ``structured`` is refused, as a server without a
         grammar backend refuses it."""
         if structured:
             raise UnsupportedRequestError(
                 "response_format json_schema/json_object: the qwen backend of this server "
-                "has no constrained decoding; ask without response_format"
+                "has no constrained decoding; ask without response_format",
+                param="response_format",
             )
+        del task  # a VLM answers whatever the prompt asks
         limit = min(max_tokens or self.max_new_tokens, self.max_new_tokens)
         with self._lock:
             out = self.svlm.infer(image, prompt, max_new_tokens=limit)

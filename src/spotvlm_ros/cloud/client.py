@@ -25,23 +25,26 @@ import numpy as np
 from spotvlm_ros.core.endpoints import Endpoint, EndpointPool, Health, parse_retry_after
 from spotvlm_ros.core.focus import smart_resize
 from spotvlm_ros.core.parsing import Coordinates, parse_reply
+from spotvlm_ros.core.task import DEFAULT_TASK, TASK_HEADER, AnswerForm, parse_one_label, task
 from spotvlm_ros.core.types import Roi, keep_best_rois
-from spotvlm_ros.core.vocab import Vocabulary, vocabulary
+from spotvlm_ros.core.vocab import Vocabulary
 from spotvlm_ros.imaging import swap_red_blue
 
 DEFAULT_PROMPT = (
     "{question}\n"
-    "Answer in one short sentence. Then list every object you mention as JSON in a ```json "
+    "Answer in one short sentence. Then list {rois} as JSON in a ```json "
     'block: [{{"bbox_2d": [x1, y1, x2, y2], "label": "<category>"}}], with coordinates in '
     "pixels of this image."
 )
+"""``{question}``: the task's question; ``{rois}``: what the task's ROIs are (Task.roi_request)."""
 
 STRUCTURED_PROMPT = (
     "{question}\n"
-    "Reply with JSON: `answer`, one short sentence; `objects`, every object you mention, "
+    "Reply with JSON: `answer`, one short sentence; `objects`, {rois}, "
     'each {{"bbox_2d": [x1, y1, x2, y2], "label": "<category>"}} with coordinates in pixels '
     "of this image."
 )
+
 """The prompt when the JSON is asked for through ``response_format`` (the schema shapes it)."""
 
 RESPONSE_SCHEMA: dict[str, Any] = {
@@ -105,7 +108,9 @@ class LvlmClientConfig:
         max_pixels: the frame is resized (multiples of 28) to at most this many pixels.
         jpeg_quality: JPEG quality of the uploaded frame.
         coordinates: how the model's boxes are expressed.
-        task_vocabulary: the vocabulary labels are mapped into.
+        task: the task asked (objects, gesture, caption: spotvlm_ros.core.task): how the
+            answer is parsed into labels and what the ROIs are.
+        task_vocabulary: the vocabulary labels are mapped into ('' = the task's default).
         ca_bundle: a PEM file of CA certificates to verify an https server with (empty:
             the system's); certificates are always verified.
         prompt: the grounding prompt; ``{question}`` is replaced by the question.
@@ -131,7 +136,8 @@ class LvlmClientConfig:
     max_pixels: int = 28 * 28 * 1280
     jpeg_quality: int = 90
     coordinates: Coordinates = Coordinates.ABSOLUTE
-    task_vocabulary: str = "bdd100k"
+    task: str = DEFAULT_TASK
+    task_vocabulary: str = ""
     ca_bundle: str = ""
     prompt: str = DEFAULT_PROMPT
     max_tokens: int = 512
@@ -168,7 +174,7 @@ class LvlmClientConfig:
             )
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
-        vocabulary(self.task_vocabulary)  # raises for an unknown name
+        task(self.task).vocabulary(self.task_vocabulary)  # raises for an unknown name
 
 
 @dataclass(frozen=True)
@@ -222,9 +228,15 @@ def interpret_reply(
     frame_size: tuple[int, int],
     model_size: tuple[int, int],
     coordinates: Coordinates = Coordinates.ABSOLUTE,
+    task_name: str = DEFAULT_TASK,
 ) -> tuple[str, frozenset[str], tuple[Roi, ...], tuple[str, ...]]:
     """A grounding reply as (answer, labels in the task vocabulary, ROIs in frame pixels with
-    vocabulary labels, problems met). Shared by the client and the offline evaluator."""
+    vocabulary labels, problems met). Shared by the client and the offline evaluator.
+
+    The labels, by the task: objects, those the answer names and the boxes' labels; gesture,
+    the one class the answer names (else the boxes' one class, else none) and at most one
+    ROI, the hand's; caption, the actions the answer names (the boxes are objects, not
+    actions)."""
     parsed = parse_reply(
         content, model_size=model_size, frame_size=frame_size, coordinates=coordinates
     )
@@ -234,7 +246,16 @@ def interpret_reply(
         rois.append(
             Roi(sorted(mapped)[0] if mapped else roi.label, roi.box, roi.score, roi.track_id)
         )
-    labels = vocab.parse_answer(parsed.answer) | vocab.normalize_all(r.label for r in parsed.rois)
+    chosen = task(task_name)
+    labels = chosen.parse(vocab, parsed.answer)
+    if chosen.form is AnswerForm.LABELS:
+        labels |= vocab.normalize_all(r.label for r in parsed.rois)
+    elif chosen.form is AnswerForm.LABEL:
+        if not labels:  # a reply whose answer is only the JSON: its box's one class
+            labels = parse_one_label(vocab, " ".join(r.label for r in parsed.rois))
+        # the hand's box: the one labelled with the class, else the best-scoring
+        hand = [r for r in rois if r.label in labels] or sorted(rois, key=lambda r: -r.score)
+        rois = hand[:1]
     return parsed.answer, labels, tuple(rois), parsed.problems
 
 
@@ -323,7 +344,8 @@ class LvlmClient:
         from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
         self.config = config
-        self.vocabulary = vocabulary(config.task_vocabulary)
+        self.task = task(config.task)
+        self.vocabulary = self.task.vocabulary(config.task_vocabulary)
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         self._secret = key
         if config.ca_bundle and not os.path.isfile(config.ca_bundle):
@@ -485,6 +507,7 @@ class LvlmClient:
     async def _request(self, endpoint: str, url: str, question: str, structured: bool) -> Any:
         prompt = STRUCTURED_PROMPT if structured else self.config.prompt
         extra: dict[str, Any] = {"response_format": RESPONSE_FORMAT} if structured else {}
+        extra["extra_headers"] = {TASK_HEADER: self.task.name}
         if self.config.user:
             extra["user"] = self.config.user
         return await self._clients[endpoint].chat.completions.create(
@@ -494,7 +517,10 @@ class LvlmClient:
                     "role": "user",
                     "content": [
                         {"type": "image_url", "image_url": {"url": url}},
-                        {"type": "text", "text": prompt.format(question=question)},
+                        {
+                            "type": "text",
+                            "text": prompt.format(question=question, rois=self.task.roi_request),
+                        },
                     ],
                 }
             ],
@@ -534,6 +560,7 @@ class LvlmClient:
             frame_size=frame,
             model_size=sent,
             coordinates=self.config.coordinates,
+            task_name=self.task.name,
         )
         if cut:
             problems = (f"{limit} (finish_reason length)", *problems)

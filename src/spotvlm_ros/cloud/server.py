@@ -43,6 +43,7 @@ from spotvlm_ros.cloud.faults import (
     LatencyModel,
     read_trace,
 )
+from spotvlm_ros.core.task import TASK_HEADER
 from spotvlm_ros.imaging import ImageError, decode_compressed
 
 LOG = logging.getLogger("spotvlm.lvlm_server")
@@ -337,11 +338,12 @@ def create_app(config: ServerConfig, backend: Backend) -> FastAPI:
                         chat_request.prompt,
                         max_tokens=chat_request.max_tokens,
                         structured=chat_request.structured,
+                        task=request.headers.get(TASK_HEADER, ""),
                     )
                 )
             except UnsupportedRequestError as exc:
                 raise ApiError(
-                    400, str(exc), kind="BadRequestError", param="response_format"
+                    400, str(exc), kind="BadRequestError", param=exc.param or None
                 ) from None
             reply, finish = made.text, made.finish_reason
             await asyncio.sleep(max(0.0, latency - (time.perf_counter() - arrived)))

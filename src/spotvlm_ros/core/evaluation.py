@@ -9,7 +9,7 @@ context replacements, dropped frames and visual tokens.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +18,21 @@ from spotvlm_ros.core.types import Source, Stamp
 
 SOURCES = ("final", "svlm", "lvlm")
 
+Correct = Callable[[frozenset[str], "frozenset[str] | None"], bool]
+"""A task's rule: is this prediction (None: invalid frame) correct for this truth?"""
+
+
+def same_set(truth: frozenset[str], predicted: frozenset[str] | None) -> bool:
+    """The default rule: the predicted set is the true set (0-1 exact match)."""
+    return predicted is not None and predicted == truth
+
 
 @dataclass
 class EvaluationLog:
     """Events in, report out. Each (source, frame) is scored once, whatever the order."""
 
     vocabulary: Sequence[str]
+    correct: Correct = same_set  # the task's rule (spotvlm_ros.core.task.Task.correct)
     truths: dict[Stamp, frozenset[str]] = field(default_factory=dict)
     predictions: dict[str, dict[Stamp, frozenset[str] | None]] = field(
         default_factory=lambda: {s: {} for s in SOURCES}
@@ -37,10 +46,12 @@ class EvaluationLog:
     replaced_stamps: set[Stamp] = field(default_factory=set)
     _scores: dict[str, RunningMultiLabelScores] = field(default_factory=dict)
     _scored: dict[str, set[Stamp]] = field(default_factory=dict)
+    _correct: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._scores = {s: RunningMultiLabelScores(self.vocabulary) for s in SOURCES}
         self._scored = {s: set() for s in SOURCES}
+        self._correct = dict.fromkeys(SOURCES, 0)
 
     def truth(self, stamp: Stamp, labels: Iterable[str]) -> None:
         """The ground truth of the frame at ``stamp``."""
@@ -101,7 +112,9 @@ class EvaluationLog:
         if stamp not in self.predictions[source]:
             return
         self._scored[source].add(stamp)
-        self._scores[source].update(self.truths[stamp], self.predictions[source][stamp])
+        predicted = self.predictions[source][stamp]
+        self._scores[source].update(self.truths[stamp], predicted)
+        self._correct[source] += self.correct(self.truths[stamp], predicted)
 
     def report(self) -> dict[str, Any]:
         """Every figure of the run, JSON-serialisable."""
@@ -113,6 +126,7 @@ class EvaluationLog:
                 "micro_f1": s.micro_f1,
                 "macro_f1": s.macro_f1,
                 "exact_match": s.exact_match,
+                "accuracy": self._correct[source] / s.frames if s.frames else 0.0,
             }
         by_source = {src.name.lower(): 0 for src in Source}
         for src in self.final_sources.values():
@@ -160,13 +174,13 @@ class EvaluationLog:
                 else "n/a"
             ),
             "",
-            "| source | frames scored | Micro-F1 | Macro-F1 | exact match |",
-            "|---|---|---|---|---|",
+            "| source | frames scored | Micro-F1 | Macro-F1 | exact match | accuracy |",
+            "|---|---|---|---|---|---|",
         ]
         for source, s in r["scores"].items():
             lines.append(
                 f"| {source} | {s['frames_scored']} | {s['micro_f1']:.3f} | {s['macro_f1']:.3f} "
-                f"| {s['exact_match']:.3f} |"
+                f"| {s['exact_match']:.3f} | {s['accuracy']:.3f} |"
             )
         return "\n".join(lines) + "\n"
 

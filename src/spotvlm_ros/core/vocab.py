@@ -161,26 +161,32 @@ class Vocabulary:
     def parse_answer(self, text: str) -> frozenset[str]:
         """The categories a free-text answer mentions ("two cars and a cyclist").
 
-        Phrases of up to three words are matched, longest first; a phrase that follows a
+        Phrases of up to five words are matched, longest first; a phrase that follows a
         negation ("no", "without", "zero", ...) within two words is not counted.
         """
+        return frozenset(label for label, _ in self.mentions(text))
+
+    def mentions(self, text: str) -> list[tuple[str, int]]:
+        """Each category a free-text answer names, with the index of the word where it is
+        first named, in the order named (negated phrases left out, as in parse_answer)."""
         words = _WORD.findall(text.lower().replace("-", " "))
-        found: set[str] = set()
+        found: dict[str, int] = {}
         i = 0
         while i < len(words):
-            for n in (3, 2, 1):
+            for n in (5, 4, 3, 2, 1):
                 phrase = " ".join(words[i : i + n])
                 if len(words[i : i + n]) < n:
                     continue
                 labels = self.normalize(phrase)
                 if labels:
                     if not _NEGATIONS.intersection(words[max(0, i - 2) : i]):
-                        found |= labels
+                        for label in sorted(labels):
+                            found.setdefault(label, i)
                     i += n
                     break
             else:
                 i += 1
-        return frozenset(found)
+        return list(found.items())
 
     @cached_property
     def _index(self) -> dict[str, str]:
@@ -208,15 +214,158 @@ COCO_SYNONYMS: Mapping[str, tuple[str, ...]] = {
 # COCO detector classes that name a driving category under another word.
 _COCO_TO_CANONICAL: Mapping[str, tuple[str, ...]] = {"person": ("pedestrian",)}
 
+# --- hand gestures ------------------------------------------------------------------------
+
+HAGRID_GESTURES: Mapping[str, str] = {
+    "call": "thumb and little finger stretched out, as if holding a phone",
+    "dislike": "thumb pointing down (thumbs down)",
+    "fist": "a closed fist",
+    "four": "four fingers up, the thumb folded in",
+    "like": "thumb pointing up (thumbs up)",
+    "mute": "index finger held against the lips (shush)",
+    "ok": "thumb and index finger touching in a circle (OK sign)",
+    "one": "only the index finger up",
+    "palm": "open palm, fingers spread",
+    "peace": "index and middle finger up in a V, palm to the camera (V sign)",
+    "peace_inverted": "the V sign with the back of the hand to the camera",
+    "rock": "index and little finger up (horns)",
+    "stop": "flat palm to the camera, fingers together",
+    "stop_inverted": "flat hand with its back to the camera, fingers together",
+    "three": "index, middle and ring finger up",
+    "three2": "thumb, index and middle finger up",
+    "two_up": "index and middle finger up and together, palm to the camera",
+    "two_up_inverted": "index and middle finger up and together, back of the hand to the camera",
+    "no_gesture": "no hand gesture (a relaxed hand, or no hand)",
+}
+"""HaGRID's 19 classes and what each looks like (the gesture question lists them)."""
+
+GESTURE_SYNONYMS: Mapping[str, tuple[str, ...]] = {
+    "thumbs up": ("like",),
+    "thumb up": ("like",),
+    "thumbs down": ("dislike",),
+    "thumb down": ("dislike",),
+    "v sign": ("peace",),
+    "victory": ("peace",),
+    "victory sign": ("peace",),
+    "peace sign": ("peace",),
+    "inverted peace": ("peace_inverted",),
+    "inverted peace sign": ("peace_inverted",),
+    "inverted v sign": ("peace_inverted",),
+    "reverse peace": ("peace_inverted",),
+    "okay": ("ok",),
+    "ok sign": ("ok",),
+    "shush": ("mute",),
+    "shh": ("mute",),
+    "finger on lips": ("mute",),
+    "finger on the lips": ("mute",),
+    "phone": ("call",),
+    "call me": ("call",),
+    "shaka": ("call",),
+    "horns": ("rock",),
+    "rock on": ("rock",),
+    "open palm": ("palm",),
+    "open hand": ("palm",),
+    "high five": ("palm",),
+    "closed fist": ("fist",),
+    "index finger up": ("one",),
+    "pointing up": ("one",),
+    "halt": ("stop",),
+    "stop sign": ("stop",),
+    "inverted stop": ("stop_inverted",),
+    "two up": ("two_up",),
+    "inverted two up": ("two_up_inverted",),
+    "no gesture": ("no_gesture",),
+    "no hand gesture": ("no_gesture",),
+    "non gesture": ("no_gesture", "non_gesture"),
+    "nongesture": ("no_gesture", "non_gesture"),
+    # IPN Hand's annotation codes and its class names
+    "d0x": ("non_gesture",),
+    "b0a": ("point_one",),
+    "b0b": ("point_two",),
+    "g01": ("click_one",),
+    "g02": ("click_two",),
+    "g03": ("throw_up",),
+    "g04": ("throw_down",),
+    "g05": ("throw_left",),
+    "g06": ("throw_right",),
+    "g07": ("open_twice",),
+    "g08": ("double_click_one",),
+    "g09": ("double_click_two",),
+    "g10": ("zoom_in",),
+    "g11": ("zoom_out",),
+    "pointing with one finger": ("point_one",),
+    "pointing with two fingers": ("point_two",),
+    "click with one finger": ("click_one",),
+    "click with two fingers": ("click_two",),
+    "double click with one finger": ("double_click_one",),
+    "double click with two fingers": ("double_click_two",),
+}
+"""Names people and VLMs give the gestures; a target a vocabulary lacks is dropped."""
+
+IPN_GESTURES: Mapping[str, tuple[str, str]] = {
+    "non_gesture": ("D0X", "no gesture"),
+    "point_one": ("B0A", "pointing with one finger"),
+    "point_two": ("B0B", "pointing with two fingers"),
+    "click_one": ("G01", "click with one finger"),
+    "click_two": ("G02", "click with two fingers"),
+    "throw_up": ("G03", "a hand throwing upwards"),
+    "throw_down": ("G04", "a hand throwing downwards"),
+    "throw_left": ("G05", "a hand throwing to the left"),
+    "throw_right": ("G06", "a hand throwing to the right"),
+    "open_twice": ("G07", "the hand opened twice"),
+    "double_click_one": ("G08", "double click with one finger"),
+    "double_click_two": ("G09", "double click with two fingers"),
+    "zoom_in": ("G10", "zoom in (fingers spreading)"),
+    "zoom_out": ("G11", "zoom out (fingers pinching)"),
+}
+"""IPN Hand's 14 classes: our label -> (its annotation code, what it is)."""
+
+# --- cooking actions (ACE, Actions for Cooking Eggs) -----------------------------------------
+
+ACE_ACTIONS: Mapping[str, str] = {
+    "breaking": "breaking (cracking) an egg",
+    "mixing": "mixing, stirring or whisking",
+    "baking": "baking or frying in a pan",
+    "turning": "turning (flipping) food over",
+    "cutting": "cutting or slicing",
+    "boiling": "boiling in a pot",
+    "seasoning": "seasoning (adding salt, pepper, sauce)",
+    "peeling": "peeling (a boiled egg)",
+    "none": "none of these (waiting, moving things, idle)",
+}
+"""ACE's eight cooking actions and 'none', with the words that describe each."""
+
+_ACTION_WORDS = {
+    "breaking": "break breaks broke crack cracks cracking cracked",
+    "mixing": "mix mixes mixed stir stirs stirring stirred whisk whisks whisking whisked beat "
+    "beats beating scramble scrambling",
+    "baking": "bake bakes baked fry fries frying fried",
+    "turning": "turn turns turned flip flips flipping flipped roll rolling",
+    "cutting": "cut cuts slice slices slicing sliced chop chops chopping chopped dice dicing",
+    "boiling": "boil boils boiled simmer simmering",
+    "seasoning": "season seasons seasoned salt salts salting pepper peppering sprinkle "
+    "sprinkles sprinkling",
+    "peeling": "peel peels peeled shell shells shelling shelled",
+}
+ACTION_SYNONYMS: Mapping[str, tuple[str, ...]] = {
+    word: (action,) for action, words in _ACTION_WORDS.items() for word in words.split()
+}
+"""Verb forms and near-synonyms of the actions (a caption names actions in its own words)."""
+
 VOCABULARIES: Mapping[str, Vocabulary] = {
     "nuscenes": Vocabulary("nuscenes", NUSCENES_CLASSES),
     "bdd100k": Vocabulary("bdd100k", BDD100K_CLASSES),
     "coco": Vocabulary("coco", COCO_CLASSES, synonyms=COCO_SYNONYMS),
+    "hagrid": Vocabulary("hagrid", tuple(HAGRID_GESTURES), synonyms=GESTURE_SYNONYMS),
+    "ipn": Vocabulary("ipn", tuple(IPN_GESTURES), synonyms=GESTURE_SYNONYMS),
+    "ace": Vocabulary("ace", tuple(a for a in ACE_ACTIONS if a != "none"), ACTION_SYNONYMS),
 }
+"""Every task's vocabularies (objects: nuscenes, bdd100k, coco; gesture: hagrid, ipn;
+caption: ace, whose 'none' is the empty set)."""
 
 
 def vocabulary(name: str) -> Vocabulary:
-    """The vocabulary called ``name`` (nuscenes, bdd100k, coco)."""
+    """The vocabulary called ``name`` (one of VOCABULARIES)."""
     try:
         return VOCABULARIES[name.lower()]
     except KeyError:

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from spotvlm_ros.core.task import TASKS, task
 from spotvlm_ros.core.types import NS_PER_S
-from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.data.frames import DatasetError, LabelledFrame
 from spotvlm_ros.data.nuscenes import ALL_CAMERAS, DEFAULT_CAMERA
-from spotvlm_ros.data.readers import READERS
+from spotvlm_ros.data.readers import READERS, TASK_OF, VOCABULARY_OF
 from spotvlm_ros.imaging import swap_red_blue
 
 CAMERA_TOPIC = "/camera/image_raw"
@@ -181,7 +181,12 @@ def _truth(t: Any, header: Any, frame: LabelledFrame, task: str) -> Any:
         track = -1 if roi.track_id is None else int(roi.track_id)
         rois.append(t["spotvlm_msgs/msg/Roi"](label=roi.label, score=1.0, box=box, track_id=track))
     return t["spotvlm_msgs/msg/GroundTruth"](
-        header=header, task=task, labels=sorted(frame.labels or ()), boxes=rois, text=""
+        header=header,
+        task=task,
+        labels=sorted(frame.labels or ()),
+        boxes=rois,
+        # the reference a caption is scored against: its action ('none': no action)
+        text=", ".join(sorted(frame.labels or ())) or "none" if task == "caption" else "",
     )
 
 
@@ -217,7 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("kind", choices=sorted(READERS), help="what SOURCE is")
     p.add_argument("source", type=Path, help="dataset folder, image folder or video file")
     p.add_argument("out", type=Path, help="bag folder to create")
-    p.add_argument("--vocabulary", default="bdd100k", help="task vocabulary of the ground truth")
+    p.add_argument(
+        "--task",
+        choices=tuple(TASKS),
+        default=None,
+        help="the task of the ground truth (default: the reader's: gesture for hagrid and ipn, "
+        "caption for ace, else objects)",
+    )
+    p.add_argument(
+        "--vocabulary", default="", help="vocabulary of the ground truth ('' = the task's)"
+    )
     p.add_argument("--rate", type=float, default=0.0, help="retime to this many frames/s")
     p.add_argument("--limit", type=int, default=0, help="at most this many frames")
     p.add_argument("--compressed", action="store_true", help="JPEG CompressedImage frames")
@@ -231,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
-        vocab = vocabulary(args.vocabulary)
+        chosen = task(args.task or TASK_OF.get(args.kind, "objects"))
+        vocab = chosen.vocabulary(args.vocabulary or VOCABULARY_OF.get(args.kind, ""))
         camera = _camera_option(args.kind, args.camera)
         if not args.source.exists():
             raise DatasetError(f"{args.source} does not exist (expected a {args.kind} source)")
@@ -243,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         n = write_bag(
             frames,
             args.out,
-            task="objects",
+            task=chosen.name,
             compressed=args.compressed,
             storage=args.storage,
             overwrite=args.overwrite,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from spotvlm_ros.data.frames import LabelledFrame
 from spotvlm_ros.data.nuscenes import nuscenes_official
 from spotvlm_ros.data.sequences import bdd100k, camvid, demo, folder, nuscenes_labels, video
+from spotvlm_ros.data.tasks import ace, hagrid, ipn
 
 READERS: dict[str, Callable[..., Iterator[LabelledFrame]]] = {
     "demo": demo,
@@ -17,5 +18,14 @@ READERS: dict[str, Callable[..., Iterator[LabelledFrame]]] = {
     "camvid": camvid,
     "folder": folder,
     "video": video,
+    "hagrid": hagrid,
+    "ipn": ipn,
+    "ace": ace,
 }
 """KIND -> reader(source, vocabulary, **options), each yielding LabelledFrames in time order."""
+
+TASK_OF: dict[str, str] = {"hagrid": "gesture", "ipn": "gesture", "ace": "caption"}
+"""The task of a reader's ground truth (the others: objects, or unlabelled)."""
+
+VOCABULARY_OF: dict[str, str] = {"hagrid": "hagrid", "ipn": "ipn", "ace": "ace"}
+"""The vocabulary a reader's ground truth is in, where only one fits."""

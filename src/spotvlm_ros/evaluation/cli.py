@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from spotvlm_ros.core.engine import SvlmInputs
+from spotvlm_ros.core.task import TASKS, AnswerForm, task
 from spotvlm_ros.core.types import NS_PER_S, Stamp
-from spotvlm_ros.core.vocab import Vocabulary, vocabulary
+from spotvlm_ros.core.vocab import Vocabulary
 from spotvlm_ros.data.frames import DatasetError
-from spotvlm_ros.data.readers import READERS
+from spotvlm_ros.data.readers import READERS, TASK_OF, VOCABULARY_OF
 from spotvlm_ros.evaluation.replay import (
     METHODS,
     Frame,
@@ -34,7 +35,7 @@ from spotvlm_ros.evaluation.replay import (
     SvlmAnswer,
     replay,
 )
-from spotvlm_ros.parameters import DEADLINE_S, MAX_NEW_TOKENS, TASK
+from spotvlm_ros.parameters import DEADLINE_S, LVLM_MODEL, MAX_NEW_TOKENS
 
 START = 100 * NS_PER_S  # virtual time of the first frame
 
@@ -115,6 +116,61 @@ class QwenReplaySvlm:
         return result
 
 
+class ClientReplayLvlm:
+    """Any OpenAI-compatible LVLM (vLLM, SGLang, a gateway, the package's server), asked
+    through cloud_bridge's own client (prompt, task header, reply parsing, bounds); its
+    answers are cached per server, model, frame and question."""
+
+    def __init__(self, config: Any, vocab: Vocabulary, cache: JsonCache) -> None:
+        import asyncio
+
+        from spotvlm_ros.cloud.client import LvlmClient
+
+        self.config = config
+        self.vocab = vocab
+        self.cache = cache
+        self.loop = asyncio.new_event_loop()
+        self.client = LvlmClient(config)
+        self.failures = 0
+        self.name = f"{config.model} at {config.base_url}"
+
+    def answer(self, name: str, image: np.ndarray, question: str) -> LvlmAnswer:
+        from spotvlm_ros.cloud.client import OutcomeKind
+        from spotvlm_ros.core.types import Box, Roi
+
+        k = key("lvlm-api", self.config.base_url, self.config.model, self.config.task, name,
+                question)  # fmt: skip
+        hit = self.cache.get(k)
+        if hit is None:
+            out = self.loop.run_until_complete(self.client.ask(image, question))
+            if out.kind is not OutcomeKind.OK:
+                self.failures += 1
+                if self.failures <= 3:
+                    print(
+                        f"spotvlm-eval: LVLM request for {name} failed ({out.kind.value}): "
+                        f"{out.error}",
+                        file=sys.stderr,
+                    )
+                return LvlmAnswer("", frozenset(), (), error=out.error or out.kind.value)
+            hit = {
+                "answer": out.answer,
+                "labels": sorted(out.labels),
+                "rois": [
+                    [r.label, r.box.x1, r.box.y1, r.box.x2, r.box.y2, r.score] for r in out.rois
+                ],
+            }
+            self.cache.put(k, hit)
+        rois = tuple(
+            Roi(label, Box.from_corners(x1, y1, x2, y2), score)
+            for label, x1, y1, x2, y2, score in hit["rois"]
+        )
+        return LvlmAnswer(hit["answer"], frozenset(hit["labels"]), rois)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
+
+
 class DetectorReplayLvlm:
     """The ONNX detector as the cloud model, through the same reply parsing as the client."""
 
@@ -164,7 +220,9 @@ def load_frames(kind: str, source: Path, vocab: Vocabulary, limit: int) -> list[
     return [Frame(f.name, START + f.stamp, loader(f), f.labels or frozenset()) for f in frames]
 
 
-def plot(rows: list[dict[str, Any]], path: Path, note: str) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, note: str, score: str = "micro_f1") -> None:
+    """Score (``micro_f1`` for objects, ``accuracy`` for gesture and caption) against cloud
+    latency, a line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,11 +231,9 @@ def plot(rows: list[dict[str, Any]], path: Path, note: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = [r for r in rows if r["method"] == method]
-        ax.plot(
-            [r["latency"] for r in mine], [r["micro_f1"] for r in mine], marker="o", label=method
-        )
+        ax.plot([r["latency"] for r in mine], [r[score] for r in mine], marker="o", label=method)
     ax.set_xlabel("cloud latency (s)")
-    ax.set_ylabel("Micro-F1 of the real-time answer")
+    ax.set_ylabel(f"{'Micro-F1' if score == 'micro_f1' else 'accuracy'} of the real-time answer")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -207,8 +263,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--svlm-model", required=True, help="Qwen2.5-VL folder (the tiny test model works)"
     )
-    p.add_argument("--detector-model", type=Path, default=None, help="the LVLM stand-in (ONNX)")
-    p.add_argument("--vocabulary", default=TASK)
+    p.add_argument(
+        "--task",
+        choices=tuple(TASKS),
+        default=None,
+        help="objects, gesture or caption (default: the reader's: gesture for hagrid and ipn, "
+        "caption for ace, else objects)",
+    )
+    p.add_argument("--vocabulary", default="", help="the task's vocabulary ('' = its default)")
+    p.add_argument(
+        "--detector-model",
+        type=Path,
+        default=None,
+        help="the LVLM stand-in without --lvlm-url (ONNX COCO detector: objects only)",
+    )
+    p.add_argument(
+        "--lvlm-url",
+        default="",
+        help="an OpenAI-compatible LVLM server (API root, e.g. http://gpu:8000/v1), asked "
+        "through cloud_bridge's client; answers cached in OUT/cache.json",
+    )
+    p.add_argument("--lvlm-model", default=LVLM_MODEL, help="its served model name")
+    p.add_argument(
+        "--api-key-env", default="", help="NAME of the environment variable holding its key"
+    )
+    p.add_argument(
+        "--lvlm-timeout", type=float, default=60.0, help="per-request timeout [s] (offline)"
+    )
     p.add_argument(
         "--methods",
         default=",".join(METHODS),
@@ -238,20 +319,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     args = parse_args(argv)
+    from spotvlm_ros.cloud.backends import DEFAULT_DETECTOR
+    from spotvlm_ros.cloud.client import LvlmClientConfig
+    from spotvlm_ros.cloud.faults import read_trace
+
     try:
-        vocab = vocabulary(args.vocabulary)
+        chosen = task(args.task or TASK_OF.get(args.kind, "objects"))
+        vocab = chosen.vocabulary(args.vocabulary or VOCABULARY_OF.get(args.kind, ""))
         frames = load_frames(args.kind, args.source, vocab, args.limit)
         methods = [METHODS[m] for m in args.methods.split(",")]
+        client_config = (
+            LvlmClientConfig(
+                base_url=args.lvlm_url,
+                model=args.lvlm_model,
+                api_key_env=args.api_key_env,
+                timeout=args.lvlm_timeout,
+                task=chosen.name,
+                task_vocabulary=vocab.name,
+            )
+            if args.lvlm_url
+            else None
+        )
+        if client_config is None and chosen.name != "objects":
+            raise ValueError(
+                f"the {chosen.name} task needs an LVLM that answers it: give --lvlm-url (a VLM "
+                "server, e.g. spotvlm-lvlm-server --backend qwen); the detector stand-in "
+                "answers only the objects task"
+            )
     except (DatasetError, ValueError, KeyError) as exc:
         print(f"spotvlm-eval: error: {exc}", file=sys.stderr)
         return 2
-    from spotvlm_ros.cloud.backends import DEFAULT_DETECTOR
-    from spotvlm_ros.cloud.faults import read_trace
-
     cache = JsonCache(args.out / "cache.json")
     svlm = QwenReplaySvlm(args.svlm_model, cache, args.max_new_tokens)
-    lvlm = DetectorReplayLvlm(args.detector_model or DEFAULT_DETECTOR, vocab, cache)
+    lvlm: ClientReplayLvlm | DetectorReplayLvlm = (
+        ClientReplayLvlm(client_config, vocab, cache)
+        if client_config is not None
+        else DetectorReplayLvlm(args.detector_model or DEFAULT_DETECTOR, vocab, cache)
+    )
     config = ReplayConfig(
+        task=chosen.name,
         deadline=args.deadline,
         svlm_seconds=None if args.svlm_seconds == "measured" else float(args.svlm_seconds),
         count_tokens=svlm.svlm.count_tokens,  # the history budget in the SVLM's tokens
@@ -267,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         trace = read_trace(args.latency_trace)
         sweeps = [(sum(trace) / len(trace), _cycling(trace))]
     rows: list[dict[str, Any]] = []
+    lvlm_own: dict[str, Any] | None = None  # the LVLM's own score on every frame it answered
     from tqdm import tqdm
 
     started = time.monotonic()
@@ -276,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             log, _ = replay(frames, method, model, svlm, lvlm, vocab, config)
             report = log.report()
             final = report["scores"]["final"]
+            if method.name == "cloud_only" or (method.lvlm and lvlm_own is None):
+                lvlm_own = report["scores"]["lvlm"]
             for lat in [latency] if method.lvlm else [s for s, _ in sweeps]:
                 rows.append(
                     {
@@ -288,11 +397,19 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
     cache.save()
+    if isinstance(lvlm, ClientReplayLvlm):
+        lvlm.close()
     args.out.mkdir(parents=True, exist_ok=True)
     note = (
-        f"{len(frames)} frames of {args.kind} {args.source.name}; SVLM {Path(args.svlm_model).name}"
+        f"{len(frames)} frames of {args.kind} {args.source.name}, task {chosen.name} "
+        f"({chosen.description}, vocabulary {vocab.name}, metric: {chosen.metric}); "
+        f"SVLM {Path(args.svlm_model).name}"
         + (" (RANDOM TEST MODEL: meaningless answers)" if svlm.svlm.is_test_model else "")
-        + f"; LVLM stand-in: {lvlm.backend.name}"
+        + (
+            f"; LVLM {lvlm.name}"
+            if isinstance(lvlm, ClientReplayLvlm)
+            else f"; LVLM stand-in: {lvlm.backend.name}"
+        )
     )
     lines = [
         f"# spotvlm-eval: {args.kind} {args.source.name}",
@@ -301,20 +418,34 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `spotvlm-eval {' '.join(sys.argv[1:] if argv is None else argv)}`",
         "",
-        "| method | cloud latency (s) | Micro-F1 | Macro-F1 | exact match | deadline misses "
-        "| mean visual tokens | context replacements |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | cloud latency (s) | Micro-F1 | Macro-F1 | exact match | accuracy "
+        "| deadline misses | mean visual tokens | context replacements |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         tokens = "" if r["mean_visual_tokens"] is None else f"{r['mean_visual_tokens']:.0f}"
         lines.append(
             f"| {r['method']} | {r['latency']:g} | {r['micro_f1']:.3f} | {r['macro_f1']:.3f} "
-            f"| {r['exact_match']:.3f} | {r['deadline_misses']} | {tokens} "
-            f"| {r['context_replacements']} |"
+            f"| {r['exact_match']:.3f} | {r['accuracy']:.3f} | {r['deadline_misses']} "
+            f"| {tokens} | {r['context_replacements']} |"
         )
+    if lvlm_own is not None:
+        lines += [
+            "",
+            f"The LVLM's own answers, every frame, whatever the deadline: accuracy "
+            f"{lvlm_own['accuracy']:.3f}, Micro-F1 {lvlm_own['micro_f1']:.3f} over "
+            f"{lvlm_own['frames_scored']} frames.",
+        ]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    (args.out / "results.json").write_text(json.dumps({"note": note, "rows": rows}, indent=2))
-    plot(rows, args.out / "score_vs_latency.png", note)
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {"note": note, "task": chosen.name, "vocabulary": vocab.name, "rows": rows,
+             "lvlm": lvlm_own},
+            indent=2,
+        )
+    )  # fmt: skip
+    score = "micro_f1" if chosen.form is AnswerForm.LABELS else "accuracy"
+    plot(rows, args.out / "score_vs_latency.png", note, score)
     print("\n".join(lines))
     print(
         f"\nwritten to {args.out} in {time.monotonic() - started:.0f} s "

@@ -35,9 +35,9 @@ from spotvlm_ros.core.engine import (
     svlm_inputs,
     too_late,
 )
-from spotvlm_ros.core.evaluation import EvaluationLog
+from spotvlm_ros.core.evaluation import Correct, EvaluationLog, same_set
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
-from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_QUESTION
+from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_TASK, task
 from spotvlm_ros.core.types import Roi, Source, Stamp, seconds_between, stamp_from_seconds
 from spotvlm_ros.core.vocab import Vocabulary
 from spotvlm_ros.parameters import CONTEXT_BUDGET_TOKENS, PRESETS, Preset
@@ -66,6 +66,7 @@ class LvlmAnswer:
     answer: str
     labels: frozenset[str]
     rois: tuple[Roi, ...]
+    error: str = ""  # the request failed (the LVLM gave no answer): why
 
 
 class SvlmLike(Protocol):
@@ -107,7 +108,8 @@ class ReplayConfig:
     context_budget: int = CONTEXT_BUDGET_TOKENS  # in count_tokens units (the SVLM's tokens)
     count_tokens: CountTokens = count_words
     upload: UploadPolicyConfig = field(default_factory=UploadPolicyConfig)
-    question: str = DEFAULT_QUESTION
+    task: str = DEFAULT_TASK  # objects, gesture, caption (spotvlm_ros.core.task)
+    question: str = ""  # '' = the task's own
     roi_max_age_s: float = InputRules().roi_max_age_s
     history_form: str = InputRules().history_form
 
@@ -146,9 +148,10 @@ def replay(
     config: ReplayConfig | None = None,
 ) -> tuple[EvaluationLog, list[Event]]:
     """Run ``method`` over ``frames``; ``cloud_latency(i)`` is frame i's round trip (s)."""
-    run = _Run(frames, method, cloud_latency, svlm, lvlm, vocab, config or ReplayConfig())
+    cfg = config or ReplayConfig()
+    run = _Run(frames, method, cloud_latency, svlm, lvlm, vocab, cfg)
     run.run()
-    return apply(run.events, vocab), run.events
+    return apply(run.events, vocab, task(cfg.task).correct), run.events
 
 
 class _Run:
@@ -168,6 +171,8 @@ class _Run:
         self.svlm = svlm if method.svlm else None
         self.lvlm = lvlm if method.lvlm else None
         self.vocab, self.cfg = vocab, cfg
+        self.task = task(cfg.task)
+        self.question = cfg.question or self.task.question(vocab)
         upload = cfg.upload
         if method.lvlm and not method.svlm:  # cloud-only: every frame goes to the cloud
             upload = UploadPolicyConfig(mode=UploadMode.EVERY_FRAME, max_in_flight=1024)
@@ -179,7 +184,9 @@ class _Run:
         # svlm_node's
         self.slot: FrameSlot[int] = FrameSlot()
         self.busy = False
-        self.compressor = ContextCompressor(cfg.context_budget, count_tokens=cfg.count_tokens)
+        self.compressor = ContextCompressor(
+            cfg.context_budget, count_tokens=cfg.count_tokens, template=self.task.template
+        )
         self.rules = InputRules(
             ggvr=method.ggvr,
             gtvr=method.gtvr,
@@ -221,7 +228,7 @@ class _Run:
         self.at(frame.stamp + stamp_from_seconds(self.cfg.deadline) + 1, _DEADLINE, None)
         if self.lvlm is not None and self.uploads.decide(frame.stamp, now).upload:
             self.arbiter.expect_lvlm(frame.stamp)
-            answer = self.lvlm.answer(frame.name, frame.image(), self.cfg.question)
+            answer = self.lvlm.answer(frame.name, frame.image(), self.question)
             arrival = now + stamp_from_seconds(self.cloud_latency(i))
             self.at(arrival, _LVLM, (i, answer))
         if self.svlm is not None:
@@ -233,10 +240,16 @@ class _Run:
 
     def on_lvlm(self, i: int, answer: LvlmAnswer, now: Stamp) -> None:
         stamp = self.frames[i].stamp
+        if answer.error:  # as cloud_bridge's failed request: no answer will come
+            self.uploads.on_outcome(stamp, now, RequestEnd.FAILED)
+            self.events.append(Event("lvlm", stamp, None, time=now))
+            decision = self.arbiter.expect_lvlm(stamp, False)
+            self.decided([decision] if decision else [], now)
+            return
         self.uploads.on_outcome(stamp, now, RequestEnd.ANSWERED, seconds_between(stamp, now))
         self.events.append(Event("lvlm", stamp, answer.labels, time=now))
         # context_manager
-        self.context.on_lvlm(stamp, answer.answer, answer.rois, now, self.cfg.question)
+        self.context.on_lvlm(stamp, answer.answer, answer.rois, now, self.question)
         candidate = Candidate(Source.LVLM, answer.answer, answer.labels, now)
         decision = self.arbiter.offer(stamp, candidate)
         self.decided([decision] if decision else [], now)
@@ -254,9 +267,7 @@ class _Run:
                 continue
             history, rois = self.context.history, self.context.rois
             inputs = svlm_inputs(frame.stamp, history, rois, self.compressor, self.rules)
-            out = self.svlm.answer(
-                frame.name, frame.image(), frame.stamp, self.cfg.question, inputs
-            )
+            out = self.svlm.answer(frame.name, frame.image(), frame.stamp, self.question, inputs)
             seconds = self.cfg.svlm_seconds if self.cfg.svlm_seconds is not None else out.seconds
             self.busy = True
             self.at(now + stamp_from_seconds(seconds), _SVLM_DONE, (i, out, inputs))
@@ -265,7 +276,7 @@ class _Run:
     def on_svlm_done(self, i: int, out: SvlmAnswer, inputs: SvlmInputs, now: Stamp) -> None:
         self.busy = False
         stamp = self.frames[i].stamp
-        labels = self.vocab.parse_answer(out.answer)
+        labels = self.task.parse(self.vocab, out.answer)
         self.events.append(
             Event(
                 "svlm",
@@ -283,7 +294,7 @@ class _Run:
         # answer reaches the history only through context_manager, after the round trip
         self.start_next(now)
         # context_manager
-        self.context.on_svlm(stamp, self.cfg.question, out.answer)
+        self.context.on_svlm(stamp, self.question, out.answer)
         decision = self.arbiter.offer(stamp, Candidate(Source.SVLM, out.answer, labels, now))
         self.decided([decision] if decision else [], now)
 
@@ -301,9 +312,10 @@ class _Run:
             )
 
 
-def apply(events: Sequence[Event], vocab: Vocabulary) -> EvaluationLog:
-    """The evaluation of a list of events (the same bookkeeping the live evaluator does)."""
-    log = EvaluationLog(vocab.labels)
+def apply(events: Sequence[Event], vocab: Vocabulary, correct: Correct = same_set) -> EvaluationLog:
+    """The evaluation of a list of events (the same bookkeeping the live evaluator does);
+    ``correct``: the task's rule (Task.correct)."""
+    log = EvaluationLog(vocab.labels, correct)
     for e in events:
         if e.kind == "truth":
             log.truth(e.stamp, e.labels or ())

@@ -79,7 +79,7 @@ class BagPlayer(Node):
             )
         self.published = 0
         self.finished = threading.Event()
-        self.done = Future()  # run_node spins until the bag has played (exit_when_done)
+        self.done: Any = Future()  # run_node spins until the bag has played (exit_when_done)
         self.exit_code = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="bag_player", daemon=True)

@@ -25,6 +25,7 @@ from spotvlm_ros.core.engine import RequestEnd, Uploads
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.parsing import Coordinates, dropped_box_reasons
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
+from spotvlm_ros.core.task import task_question
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
@@ -69,6 +70,7 @@ class CloudBridge(Node):
                 max_pixels=declare(self, "cloud_bridge", "upload_max_pixels"),
                 jpeg_quality=declare(self, "cloud_bridge", "jpeg_quality"),
                 coordinates=Coordinates(declare(self, "cloud_bridge", "coordinates")),
+                task=declare(self, "cloud_bridge", "task"),
                 task_vocabulary=declare(self, "cloud_bridge", "task_vocabulary"),
                 ca_bundle=declare(self, "cloud_bridge", "ca_bundle"),
                 max_tokens=declare(self, "cloud_bridge", "max_tokens"),
@@ -87,7 +89,11 @@ class CloudBridge(Node):
         except ValueError as exc:
             raise StartupError(f"cloud_bridge: bad parameter: {exc}") from exc
         self.config = BridgeConfig(
-            question=declare(self, "cloud_bridge", "question"),
+            question=task_question(
+                client_config.task,
+                client_config.task_vocabulary,
+                declare(self, "cloud_bridge", "question"),
+            ),
             max_input_pixels=declare(self, "cloud_bridge", "max_input_pixels"),
         )
         self.warn_after_s = declare(self, "cloud_bridge", "warn_after_s")

@@ -83,6 +83,7 @@ class ContextManager(Node):
             frames_kept=declare(self, "context_manager", "frames_kept"),
         )
         self.warn_after_s = declare(self, "context_manager", "warn_after_s")
+        self._asked = self.config.question  # '' until a model's result says what it was asked
         ledger_dir = declare(self, "context_manager", "ledger_dir")
         self._ledger = FrameLedger(
             Path(ledger_dir) if ledger_dir else ros_home() / "spotvlm",
@@ -131,9 +132,7 @@ class ContextManager(Node):
             "overlays",
             lambda job: self._publish_overlay(*job),
             on_superseded=self._overlay_skipped,
-            on_error=lambda job, exc: self.get_logger().warning(  # never takes the node down
-                f"overlay failed: {exc!r}", throttle_duration_sec=10.0
-            ),
+            on_error=self._overlay_failed,
         )
         self.get_logger().info(
             f"history K={context_config.max_entries}, delta {context_config.delta} s, "
@@ -212,6 +211,7 @@ class ContextManager(Node):
             bound(self._svlm_rois, self.config.frames_kept)
         if result.status == SvlmResult.STATUS_OK:
             answer = bounded_text(result.answer)
+            self._asked = self.config.question or bounded_text(result.question)
             self.state.on_svlm(stamp, bounded_text(result.question), answer)
             labels = frozenset(result.labels[:MAX_LABELS_IN])
             candidate = Candidate(Source.SVLM, answer, labels, self._now())
@@ -317,7 +317,7 @@ class ContextManager(Node):
             self.answers[decision.source.name] += 1
             self._streak.record(self._now(), decision.source is not Source.NONE)
             answer = Answer(
-                question=self.config.question,
+                question=self._asked,
                 answer=decision.answer,
                 labels=sorted(decision.labels),
                 source=int(decision.source),
@@ -348,6 +348,10 @@ class ContextManager(Node):
         return self.config.publish_overlay and (
             self._overlay.get_subscription_count() + self._markers.get_subscription_count() > 0
         )
+
+    def _overlay_failed(self, job: OverlayJob, exc: Exception) -> None:
+        del job  # a failed overlay never takes the node down: said, and the next one drawn
+        self.get_logger().warning(f"overlay failed: {exc!r}", throttle_duration_sec=10.0)
 
     def _overlay_skipped(self, job: OverlayJob) -> None:
         self.overlays_skipped += 1

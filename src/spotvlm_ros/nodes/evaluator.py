@@ -18,8 +18,8 @@ from sensor_msgs.msg import Image
 
 from spotvlm_msgs.msg import Answer, GroundTruth, HistoryEntry, LvlmResult, SvlmResult
 from spotvlm_ros.core.evaluation import EvaluationLog
+from spotvlm_ros.core.task import task
 from spotvlm_ros.core.types import Source
-from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.exit_codes import EXIT_NOTHING_SCORED
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import MAX_LABELS_IN, stamp_of
@@ -33,16 +33,18 @@ class Evaluator(Node):
     def __init__(self) -> None:
         super().__init__("evaluator")
         self.exit_code = 0  # EXIT_NOTHING_SCORED when nothing was scored (see close)
+        task_name = declare(self, "evaluator", "task")
         name = declare(self, "evaluator", "task_vocabulary")
         report_dir = declare(self, "evaluator", "report_dir")
         self.note = declare(self, "evaluator", "report_note")
         overlay_dir = declare(self, "evaluator", "overlay_dir")
         try:
-            self.vocabulary = vocabulary(name)
+            self.task = task(task_name)
+            self.vocabulary = self.task.vocabulary(name)
         except ValueError as exc:
             raise StartupError(f"evaluator: {exc}") from exc
         self.report_dir = Path(report_dir) if report_dir else None
-        self.log = EvaluationLog(self.vocabulary.labels)
+        self.log = EvaluationLog(self.vocabulary.labels, self.task.correct)
         self._lock = threading.Lock()
         self.create_subscription(GroundTruth, topics.GROUND_TRUTH, self._on_truth, qos.RESULTS)
         self.create_subscription(Answer, topics.ANSWER, self._on_answer, qos.ANSWERS)

@@ -34,8 +34,8 @@ from spotvlm_ros.core.compression import ContextCompressor
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement, HistoryEntry
 from spotvlm_ros.core.engine import SUPERSEDED, InputRules, svlm_inputs, too_late
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
+from spotvlm_ros.core.task import task, task_question
 from spotvlm_ros.core.types import NS_PER_S, Roi, seconds_between
-from spotvlm_ros.core.vocab import vocabulary
 from spotvlm_ros.core.worker import LatestWorker
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
@@ -60,8 +60,9 @@ from spotvlm_ros.svlm.hold import HOLD_DIR_VARIABLE, GenerationHold
 class SvlmNodeConfig:
     """svlm_node's parameters (those not passed through to the backend)."""
 
-    question: str
+    task: str
     task_vocabulary: str
+    question: str
     deadline_s: float
     use_context: bool
     ggvr: bool
@@ -83,6 +84,7 @@ class SvlmNode(LifecycleNode):
         self._active = False
         self.backend: Any = None
         self.compressor: Any = None  # made with the backend's tokenizer at configure
+        self.question = ""  # the task's question (or the parameter's), set at configure
         self.rules = InputRules()
         self._worker: LatestWorker[Frame] | None = None
         self._publisher: Any = None
@@ -167,8 +169,9 @@ class SvlmNode(LifecycleNode):
             feature_cache_frames=d("feature_cache_frames"),
         )
         self.config = SvlmNodeConfig(
-            question=d("question"),
+            task=d("task"),
             task_vocabulary=d("task_vocabulary"),
+            question=d("question"),
             deadline_s=d("deadline_s"),
             use_context=d("use_context"),
             ggvr=d("ggvr"),
@@ -195,7 +198,11 @@ class SvlmNode(LifecycleNode):
         model = self._model
         try:
             torch.set_num_threads(self.torch_threads)
-            self.vocabulary = vocabulary(self.config.task_vocabulary)
+            self.task = task(self.config.task)
+            self.vocabulary = self.task.vocabulary(self.config.task_vocabulary)
+            self.question = task_question(
+                self.config.task, self.config.task_vocabulary, self.config.question
+            )
             self.rules = InputRules(
                 ggvr=self.config.ggvr,
                 gtvr=self.config.gtvr,
@@ -217,7 +224,9 @@ class SvlmNode(LifecycleNode):
             self.get_logger().fatal(f"svlm_node cannot configure: unexpected {exc!r}")
             return TransitionCallbackReturn.FAILURE
         self.compressor = ContextCompressor(
-            self.config.context_budget_tokens, count_tokens=self.backend.count_tokens
+            self.config.context_budget_tokens,
+            count_tokens=self.backend.count_tokens,
+            template=self.task.template,
         )
         self.model_name = model + (
             " (RANDOM TEST MODEL: meaningless answers)" if self.backend.is_test_model else ""
@@ -294,7 +303,7 @@ class SvlmNode(LifecycleNode):
         import numpy as np
 
         blank = np.zeros((360, 640, 3), np.uint8)
-        return float(self.backend.infer(blank, self.config.question, max_new_tokens=2).latency)
+        return float(self.backend.infer(blank, self.question, max_new_tokens=2).latency)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start answering frames."""
@@ -424,7 +433,7 @@ class SvlmNode(LifecycleNode):
         try:
             out = self.backend.infer(
                 rgb,
-                self.config.question,
+                self.question,
                 stamp=stamp,
                 context_text=inputs.context_text,
                 history=list(inputs.chat),
@@ -439,7 +448,7 @@ class SvlmNode(LifecycleNode):
             return
         result = self._result(frame, SvlmResult.STATUS_OK)
         result.answer = out.answer
-        result.labels = sorted(self.vocabulary.parse_answer(out.answer))
+        result.labels = sorted(self.task.parse(self.vocabulary, out.answer))
         result.inference_latency = out.latency
         result.queue_delay = max(0.0, (started - stamp_of(frame.ingest_time)) / NS_PER_S)
         result.visual_tokens_used = out.visual_tokens_used
@@ -456,7 +465,7 @@ class SvlmNode(LifecycleNode):
         self._publish(result)
 
     def _result(self, frame: Frame, status: int, error: str = "") -> SvlmResult:
-        result = SvlmResult(header=frame.header, frame_seq=frame.seq, question=self.config.question)
+        result = SvlmResult(header=frame.header, frame_seq=frame.seq, question=self.question)
         result.model, result.status, result.error = self.model_name, status, error
         return result
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from rclpy.node import Node
-from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
@@ -172,7 +171,7 @@ def detections_to_msg(header: Header, rois: Iterable[Roi]) -> Detection2DArray:
     return array
 
 
-def detection_publisher(node: Node, topic: str, qos_profile: QoSProfile) -> Publisher | None:
+def detection_publisher(node: Node, topic: str, qos_profile: QoSProfile) -> Any:
     """A Detection2DArray publisher, or None (logged once) where vision_msgs is not installed."""
     try:
         from vision_msgs.msg import Detection2DArray

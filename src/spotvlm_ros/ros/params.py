@@ -14,7 +14,6 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 
 from spotvlm_ros.parameters import parameter
 
@@ -35,7 +34,7 @@ def declare(node: Node, kind: str, name: str, *, read_only: bool = False) -> Any
             descriptor.floating_point_range = [
                 FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)
             ]
-    value = node.declare_parameter(name, spec.default, descriptor).value
+    value: Any = node.declare_parameter(name, spec.default, descriptor).value
     _DECLARED.setdefault(node, []).append(name)
     return value
 
@@ -65,7 +64,7 @@ def read_once(
     """
     watched = set(names)
 
-    def on_set(params: list[Parameter]) -> SetParametersResult:
+    def on_set(params: list[Any]) -> SetParametersResult:
         changed = sorted(p.name for p in params if p.name in watched)
         if not changed:
             return SetParametersResult(successful=True)
