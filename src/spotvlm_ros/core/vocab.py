@@ -336,8 +336,9 @@ ACE_ACTIONS: Mapping[str, str] = {
 """ACE's eight cooking actions and 'none', with the words that describe each."""
 
 _ACTION_WORDS = {
-    "breaking": "break breaks broke crack cracks cracking cracked",
+    "breaking": "break breaks broke broken crack cracks cracking cracked",
     "mixing": "mix mixes mixed stir stirs stirring stirred whisk whisks whisking whisked beat "
+    "beaten "
     "beats beating scramble scrambling",
     "baking": "bake bakes baked fry fries frying fried",
     "turning": "turn turns turned flip flips flipping flipped roll rolling",

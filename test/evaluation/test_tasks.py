@@ -1,0 +1,206 @@
+"""Each task end to end offline: spotvlm-eval asks a real OpenAI-compatible LVLM (a server
+answering from a reply table the test writes) through cloud_bridge's client, parses its
+replies by the task, arbitrates at the deadline and scores by the task's rule; the detector
+server refuses a task it cannot answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from test.data.test_task_readers import HAGRID_DIR, write_ace
+from test.helpers.models import tiny_model_dir
+from test.helpers.servers import free_port, lvlm_server
+from test.helpers.table_lvlm import requests_of, table_lvlm
+
+pytestmark = pytest.mark.integration
+
+
+def gesture_reply(label: str) -> str:
+    return (
+        f'The gesture is "{label}".\n```json\n'
+        f'[{{"bbox_2d": [40, 60, 200, 300], "label": "{label}"}}]\n```'
+    )
+
+
+def hagrid_table(classes: int) -> tuple[list[dict[str, str]], int]:
+    """A reply for the first image of each of the first ``classes`` classes (hagrid's first
+    round), one of them wrong on purpose; and how many frames are answered right."""
+    rows = [json.loads(line) for line in (HAGRID_DIR / "metadata.jsonl").read_text().splitlines()]
+    firsts: dict[str, str] = {}
+    for row in sorted(rows, key=lambda r: (r["label"], r["id"])):
+        firsts.setdefault(row["label"], row["id"])
+    table = []
+    for label in sorted(firsts)[:classes]:
+        said = "palm" if label == "fist" else label  # the LVLM is wrong about the fist
+        image = HAGRID_DIR / "images" / label / f"{firsts[label]}.jpg"
+        table.append({"image": str(image), "reply": gesture_reply(said)})
+    return table, classes - 1
+
+
+def run_eval(*args: str) -> int:
+    from spotvlm_ros.evaluation.cli import main
+
+    return main(list(args))
+
+
+def row(results: dict[str, Any], method: str, latency: float) -> dict[str, Any]:
+    return next(r for r in results["rows"] if r["method"] == method and r["latency"] == latency)
+
+
+def test_the_gesture_task_offline_against_an_openai_lvlm(tmp_path: Path) -> None:
+    hold, classes = 4, 6
+    table, right = hagrid_table(classes)
+    frames = hold * classes
+    with table_lvlm(table, tmp_path) as (url, record):
+        rc = run_eval(
+            "hagrid",
+            str(HAGRID_DIR),
+            "--svlm-model",
+            str(tiny_model_dir()),
+            "--lvlm-url",
+            url,
+            "--lvlm-model",
+            "table",
+            "--methods",
+            "cloud_only,edge_only,spotvlm",
+            "--latencies",
+            "0.5,2",
+            "--limit",
+            str(frames),
+            "--max-new-tokens",
+            "6",
+            "--out",
+            str(tmp_path / "out"),
+        )
+        asked = requests_of(record)
+    assert rc == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert (results["task"], results["vocabulary"]) == ("gesture", "hagrid")
+    # the LVLM's own answers over every frame, whatever the deadline
+    assert results["lvlm"]["frames_scored"] == frames
+    assert results["lvlm"]["accuracy"] == pytest.approx(right * hold / frames)
+    # in time at 0.5 s: the cloud's answers are the answers; at 2 s every one is late
+    fast, slow = row(results, "cloud_only", 0.5), row(results, "cloud_only", 2.0)
+    assert fast["accuracy"] == pytest.approx(right * hold / frames)
+    assert fast["deadline_misses"] == 0
+    assert slow["accuracy"] == 0.0 and slow["deadline_misses"] == frames
+    # late cloud answers reach the SVLM's context (context replacement), edge-only has none
+    assert row(results, "spotvlm", 2.0)["context_replacements"] > 0
+    assert row(results, "edge_only", 2.0)["context_replacements"] == 0
+    # every request said its task and asked the gesture question for the hand's box
+    assert asked and {a["task"] for a in asked} == {"gesture"}
+    assert all("Which hand gesture" in a["prompt"] and "the hand" in a["prompt"] for a in asked)
+    # one request per frame: the cache answers the other methods and latencies
+    assert len(asked) == frames
+    assert "accuracy" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_the_caption_task_offline_against_an_openai_lvlm(tmp_path: Path) -> None:
+    write_ace(tmp_path / "ace")
+    seq = tmp_path / "ace" / "omelette-1" / "image_jpg"
+    replies = {
+        0: "The person is standing at the counter.",
+        15: "The person looks at the stove.",
+        30: "The person cracks an egg into a bowl.",
+        45: "An egg is being broken on the rim of the bowl.",
+        60: "The person stirs the eggs with chopsticks.",
+        75: "The person cracks another egg.",  # wrong: the reference is mixing
+    }
+    table = [{"image": str(seq / f"{n}.jpg"), "reply": text} for n, text in replies.items()]
+    with table_lvlm(table, tmp_path) as (url, record):
+        rc = run_eval(
+            "ace",
+            str(tmp_path / "ace"),
+            "--svlm-model",
+            str(tiny_model_dir()),
+            "--lvlm-url",
+            url,
+            "--methods",
+            "cloud_only",
+            "--latencies",
+            "0.5",
+            "--out",
+            str(tmp_path / "out"),
+        )
+        asked = requests_of(record)
+    assert rc == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["task"] == "caption"
+    assert results["lvlm"]["accuracy"] == pytest.approx(5 / 6)
+    assert row(results, "cloud_only", 0.5)["accuracy"] == pytest.approx(5 / 6)
+    assert {a["task"] for a in asked} == {"caption"}
+
+
+def test_a_task_the_lvlm_cannot_answer_is_said_not_invented(tmp_path: Path) -> None:
+    from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, OutcomeKind
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    with lvlm_server("--latency", "0") as url:  # the detector backend
+
+        async def ask(task: str) -> Any:
+            client = LvlmClient(LvlmClientConfig(base_url=url, task=task))
+            try:
+                return await client.ask(image, "Which hand gesture?")
+            finally:
+                await client.close()
+
+        refused = asyncio.run(ask("gesture"))
+        assert refused.kind is OutcomeKind.REJECTED
+        assert refused.http_status == 400
+        assert "detector backend answers only the objects task" in refused.error
+        assert asyncio.run(ask("objects")).kind is OutcomeKind.OK
+        # spotvlm-eval against it: every request refused, said, and no LVLM answer scored
+        rc = run_eval(
+            "hagrid",
+            str(HAGRID_DIR),
+            "--svlm-model",
+            str(tiny_model_dir()),
+            "--lvlm-url",
+            url,
+            "--methods",
+            "cloud_only",
+            "--latencies",
+            "0.5",
+            "--limit",
+            "4",
+            "--out",
+            str(tmp_path / "out"),
+        )
+    assert rc == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["lvlm"]["frames_scored"] == 0
+    assert row(results, "cloud_only", 0.5)["deadline_misses"] == 4
+
+
+def test_spotvlm_eval_says_what_a_gesture_run_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # no LVLM for a gesture task: refused before any work, with what to give
+    rc = run_eval("hagrid", str(HAGRID_DIR), "--svlm-model", str(tiny_model_dir()))
+    assert rc == 2
+    assert "needs an LVLM that answers it: give --lvlm-url" in capsys.readouterr().err
+    # a dead server: each failure said (the first few), the run completes
+    rc = run_eval(
+        "hagrid",
+        str(HAGRID_DIR),
+        "--svlm-model",
+        str(tiny_model_dir()),
+        "--lvlm-url",
+        f"http://127.0.0.1:{free_port()}/v1",
+        "--methods",
+        "cloud_only",
+        "--latencies",
+        "1",
+        "--limit",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert rc == 0
+    assert "LVLM request for" in capsys.readouterr().err
