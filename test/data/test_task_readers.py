@@ -39,10 +39,10 @@ def test_hagrid_becomes_gestures_held_for_several_frames() -> None:
 
 
 def test_a_hagrid_folder_without_its_metadata_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="metadata.jsonl"):
+    with pytest.raises(DatasetError, match=r"metadata\.jsonl"):
         list(hagrid(tmp_path, GESTURES.vocabulary()))
     (tmp_path / "metadata.jsonl").write_text(json.dumps({"label": "wave", "id": "w1"}) + "\n")
-    with pytest.raises(DatasetError, match="w1.jpg not found"):
+    with pytest.raises(DatasetError, match=r"w1\.jpg not found"):
         list(hagrid(tmp_path, GESTURES.vocabulary()))
 
 
@@ -101,7 +101,7 @@ def test_ipn_hand_in_its_published_layout(tmp_path: Path) -> None:
 
 
 def test_ipn_hand_problems_are_named(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="Annot_TestList.txt not found"):
+    with pytest.raises(DatasetError, match=r"Annot_TestList\.txt not found"):
         list(ipn(tmp_path, GESTURES.vocabulary("ipn")))
     write_ipn(tmp_path)
     (tmp_path / "annotations" / "Annot_List.txt").write_text("1CM1_4_R_#229,G99,99,1,5,5\n")
@@ -142,7 +142,7 @@ def test_ace_problems_are_named(tmp_path: Path) -> None:
         list(ace(tmp_path, task("caption").vocabulary()))
     write_ace(tmp_path)
     (tmp_path / "omelette-1" / "labels.txt").write_text("0 breaking\n")
-    with pytest.raises(DatasetError, match="labels.txt:1: expected"):
+    with pytest.raises(DatasetError, match=r"labels\.txt:1: expected"):
         list(ace(tmp_path, task("caption").vocabulary()))
 
 

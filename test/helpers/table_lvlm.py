@@ -97,13 +97,13 @@ def serve(table: Table, port: int, record: Path | None) -> None:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             if self.path.rstrip("/").endswith(("/health", "/models")):
                 self._send(200, {"object": "list", "data": [{"id": "table", "object": "model"}]})
             else:
                 self._send(404, {"error": {"message": "not found"}})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             try:
                 image, prompt = _image_of(json.loads(body))
@@ -153,8 +153,17 @@ def table_lvlm(table: list[dict[str, str]], folder: Path) -> Iterator[tuple[str,
     record.write_text("")
     log = (folder / "table_lvlm.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "test.helpers.table_lvlm", "--table", str(table_file)]
-        + ["--port", str(port), "--record", str(record)],
+        [
+            sys.executable,
+            "-m",
+            "test.helpers.table_lvlm",
+            "--table",
+            str(table_file),
+            "--port",
+            str(port),
+            "--record",
+            str(record),
+        ],  # fmt: skip
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -294,3 +295,95 @@ def test_ctrl_c_in_a_terminal_stops_every_node_cleanly(tmp_path: Path, launch_fi
     output = log.read_text(errors="replace")
     assert output.count("process has finished cleanly") == 3 * expected, output[-3000:]
     assert_clean(output)
+
+
+def _task_through_launch(
+    tmp_path: Path, name: str, bag: Path, table: list[dict[str, str]], truth: dict[int, set[str]]
+) -> tuple[Probe, list[Any]]:
+    """``ros2 launch ... task:=NAME`` on ``bag`` with the table LVLM; checks what every task
+    must hold and returns the probe (closed) and the recorded LVLM requests."""
+    from spotvlm_ros.core.task import task_question
+    from test.helpers.table_lvlm import requests_of, table_lvlm
+
+    probe = Probe(f"{name}_probe", overlays=False, camera=False, detections=True)
+    try:
+        with table_lvlm(table, tmp_path) as (url, record):
+            rc, output, _ = ros2_launch(
+                f"model_path:={tiny_model_dir()}",
+                f"task:={name}",
+                f"base_url:={url}",
+                f"bag:={bag}",
+                "evaluate:=true",
+                f"report_dir:={tmp_path / 'report'}",
+                f"params_file:={params_file(tmp_path)}",
+                timeout=240,
+                log=tmp_path / "launch.log",
+            )
+            asked = requests_of(record)
+        assert rc == 0, output[-4000:]
+        frames = len(truth)
+        answers = probe.answers
+        assert sorted(a.frame_seq for a in answers) == list(range(frames)), output[-3000:]
+        check_sources(probe, answers)
+        assert any(r.status == 0 for r in probe.lvlm), "no LVLM answer reached the graph"
+        # the SVLM and the LVLM were asked the task's question, and the server was told
+        assert {r.question for r in probe.svlm} == {task_question(name)}
+        assert {a["task"] for a in asked} == {name} and len(asked) == len(probe.lvlm)
+        report = json.loads((tmp_path / "report" / "report.json").read_text())
+        assert report["frames_with_truth"] == frames
+        right = sum(set(a.labels) == truth[a.frame_seq] for a in answers)
+        if name == "gesture":
+            assert report["scores"]["final"]["accuracy"] == pytest.approx(right / frames)
+        assert_clean(output)
+        return probe, asked
+    finally:
+        probe.close()
+
+
+def test_the_gesture_task_through_the_live_graph(tmp_path: Path) -> None:
+    """`ros2 launch ... task:=gesture` on a HaGRID bag, the LVLM a server answering the
+    gesture question from a reply table: every frame answered once; each LVLM result is one
+    class with the hand's one box, published as one Detection2D; the SVLM was asked the
+    gesture question; the evaluator scores accuracy by frame."""
+    from spotvlm_ros.data.bag import main as make_bag
+    from spotvlm_ros.ros.convert import stamp_of
+    from test.evaluation.test_tasks import hagrid_table
+
+    hagrid = SHARED / "data" / "hagrid_gestures"
+    bag, hold, classes = tmp_path / "gestures", 4, 2
+    assert make_bag(["hagrid", str(hagrid), str(bag), "--limit", str(hold * classes)]) == 0
+    table, _ = hagrid_table(classes)  # call and dislike, answered right
+    truth = {n: {"call"} if n < hold else {"dislike"} for n in range(hold * classes)}
+    probe, _ = _task_through_launch(tmp_path, "gesture", bag, table, truth)
+    ok = [r for r in probe.lvlm if r.status == 0]
+    for result in ok:  # one class, the hand's one box, both what the table said
+        assert set(result.labels) == truth[result.frame_seq], result
+        assert [r.label for r in result.rois] == list(result.labels)
+    lvlm_boxes = {stamp_of(d.header.stamp): d for d in probe.lvlm_detections}
+    for result in ok:  # one Detection2D: the class and the hand's box
+        array = lvlm_boxes[stamp_of(result.header.stamp)]
+        assert [d.results[0].hypothesis.class_id for d in array.detections] == list(result.labels)
+    for answer in probe.answers:  # an answer is one class or none, never two
+        assert len(answer.labels) <= 1
+
+
+def test_the_caption_task_through_the_live_graph(tmp_path: Path) -> None:
+    """`ros2 launch ... task:=caption` on an ACE bag: captions parsed into the actions they
+    name; the LVLM's captions reach the SVLM's context as caption turns."""
+    from spotvlm_ros.data.bag import main as make_bag
+    from test.data.test_task_readers import write_ace
+
+    write_ace(tmp_path / "ace")
+    bag = tmp_path / "captions"
+    assert make_bag(["ace", str(tmp_path / "ace"), str(bag)]) == 0
+    images = tmp_path / "ace" / "omelette-1" / "image_jpg"
+    said = {0: "The person waits.", 15: "The person waits.", 30: "The person cracks an egg.",
+            45: "The person cracks an egg.", 60: "The person stirs the eggs.",
+            75: "The person stirs the eggs."}  # fmt: skip
+    table = [{"image": str(images / f"{n}.jpg"), "reply": text} for n, text in said.items()]
+    actions = [set(), set(), {"breaking"}, {"breaking"}, {"mixing"}, {"mixing"}]
+    probe, _ = _task_through_launch(tmp_path, "caption", bag, table, dict(enumerate(actions)))
+    for result in (r for r in probe.lvlm if r.status == 0):
+        assert set(result.labels) == actions[result.frame_seq], result
+    contexts = [r.context_text for r in probe.svlm if r.context_text]
+    assert all(c.startswith("What the person was doing") for c in contexts), contexts
