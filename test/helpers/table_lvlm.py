@@ -163,7 +163,7 @@ def table_lvlm(table: list[dict[str, str]], folder: Path) -> Iterator[tuple[str,
             str(port),
             "--record",
             str(record),
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
