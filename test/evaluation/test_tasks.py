@@ -178,6 +178,27 @@ def test_a_task_the_lvlm_cannot_answer_is_said_not_invented(tmp_path: Path) -> N
     assert row(results, "cloud_only", 0.5)["deadline_misses"] == 4
 
 
+def test_the_qwen_backend_answers_any_task() -> None:
+    from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, OutcomeKind
+
+    image = np.full((56, 56, 3), 128, np.uint8)
+    qwen = ("--backend", "qwen", "--qwen-model", str(tiny_model_dir()), "--latency", "0")
+    with lvlm_server(*qwen, timeout=180.0) as url:
+
+        async def ask(task: str) -> Any:
+            client = LvlmClient(LvlmClientConfig(base_url=url, task=task, timeout=120.0))
+            try:
+                return await client.ask(image, "q")
+            finally:
+                await client.close()
+
+        for task in ("gesture", "caption"):
+            out = asyncio.run(ask(task))
+            # the random test model's text is meaningless, but it is an answer, not a refusal
+            assert out.kind in (OutcomeKind.OK, OutcomeKind.UNPARSABLE), out
+            assert out.http_status in (None, 200), out
+
+
 def test_spotvlm_eval_says_what_a_gesture_run_needs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

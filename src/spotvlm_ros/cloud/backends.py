@@ -181,7 +181,8 @@ class DetectorBackend:
             raise UnsupportedRequestError(
                 f"this server's detector backend answers only the objects task, not {task!r} "
                 "(a detector cannot recognise gestures or write captions): start "
-                "spotvlm-lvlm-server with --backend qwen --model <Qwen2.5-VL folder>, or point "
+                "spotvlm-lvlm-server with --backend qwen --qwen-model <Qwen2.5-VL folder>, or "
+                "point "
                 "the client at a VLM server",
                 param="messages",
             )
