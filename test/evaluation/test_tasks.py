@@ -49,6 +49,13 @@ def run_eval(*args: str) -> int:
     return main(list(args))
 
 
+def eval_against(kind: str, source: Path, url: str, out: Path, *more: str) -> int:
+    """spotvlm-eval KIND SOURCE with the tiny SVLM, asking the LVLM at ``url``."""
+    model = str(tiny_model_dir())
+    return run_eval(kind, str(source), "--svlm-model", model, "--lvlm-url", url, "--out",
+                    str(out), *more)  # fmt: skip
+
+
 def row(results: dict[str, Any], method: str, latency: float) -> dict[str, Any]:
     return next(r for r in results["rows"] if r["method"] == method and r["latency"] == latency)
 
@@ -58,26 +65,11 @@ def test_the_gesture_task_offline_against_an_openai_lvlm(tmp_path: Path) -> None
     table, right = hagrid_table(classes)
     frames = hold * classes
     with table_lvlm(table, tmp_path) as (url, record):
-        rc = run_eval(
-            "hagrid",
-            str(HAGRID_DIR),
-            "--svlm-model",
-            str(tiny_model_dir()),
-            "--lvlm-url",
-            url,
-            "--lvlm-model",
-            "table",
-            "--methods",
-            "cloud_only,edge_only,spotvlm",
-            "--latencies",
-            "0.5,2",
-            "--limit",
-            str(frames),
-            "--max-new-tokens",
-            "6",
-            "--out",
-            str(tmp_path / "out"),
-        )
+        rc = eval_against(
+            "hagrid", HAGRID_DIR, url, tmp_path / "out", "--lvlm-model", "table",
+            "--methods", "cloud_only,edge_only,spotvlm", "--latencies", "0.5,2",
+            "--limit", str(frames), "--max-new-tokens", "6",
+        )  # fmt: skip
         asked = requests_of(record)
     assert rc == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -114,20 +106,10 @@ def test_the_caption_task_offline_against_an_openai_lvlm(tmp_path: Path) -> None
     }
     table = [{"image": str(seq / f"{n}.jpg"), "reply": text} for n, text in replies.items()]
     with table_lvlm(table, tmp_path) as (url, record):
-        rc = run_eval(
-            "ace",
-            str(tmp_path / "ace"),
-            "--svlm-model",
-            str(tiny_model_dir()),
-            "--lvlm-url",
-            url,
-            "--methods",
-            "cloud_only",
-            "--latencies",
-            "0.5",
-            "--out",
-            str(tmp_path / "out"),
-        )
+        rc = eval_against(
+            "ace", tmp_path / "ace", url, tmp_path / "out",
+            "--methods", "cloud_only", "--latencies", "0.5",
+        )  # fmt: skip
         asked = requests_of(record)
     assert rc == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -156,22 +138,10 @@ def test_a_task_the_lvlm_cannot_answer_is_said_not_invented(tmp_path: Path) -> N
         assert "detector backend answers only the objects task" in refused.error
         assert asyncio.run(ask("objects")).kind is OutcomeKind.OK
         # spotvlm-eval against it: every request refused, said, and no LVLM answer scored
-        rc = run_eval(
-            "hagrid",
-            str(HAGRID_DIR),
-            "--svlm-model",
-            str(tiny_model_dir()),
-            "--lvlm-url",
-            url,
-            "--methods",
-            "cloud_only",
-            "--latencies",
-            "0.5",
-            "--limit",
-            "4",
-            "--out",
-            str(tmp_path / "out"),
-        )
+        rc = eval_against(
+            "hagrid", HAGRID_DIR, url, tmp_path / "out",
+            "--methods", "cloud_only", "--latencies", "0.5", "--limit", "4",
+        )  # fmt: skip
     assert rc == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["lvlm"]["frames_scored"] == 0
@@ -207,21 +177,10 @@ def test_spotvlm_eval_says_what_a_gesture_run_needs(
     assert rc == 2
     assert "needs an LVLM that answers it: give --lvlm-url" in capsys.readouterr().err
     # a dead server: each failure said (the first few), the run completes
-    rc = run_eval(
-        "hagrid",
-        str(HAGRID_DIR),
-        "--svlm-model",
-        str(tiny_model_dir()),
-        "--lvlm-url",
-        f"http://127.0.0.1:{free_port()}/v1",
-        "--methods",
-        "cloud_only",
-        "--latencies",
-        "1",
-        "--limit",
-        "2",
-        "--out",
-        str(tmp_path / "out"),
-    )
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    rc = eval_against(
+        "hagrid", HAGRID_DIR, dead, tmp_path / "out",
+        "--methods", "cloud_only", "--latencies", "1", "--limit", "2",
+    )  # fmt: skip
     assert rc == 0
     assert "LVLM request for" in capsys.readouterr().err

@@ -85,7 +85,6 @@ class QwenReplaySvlm:
     def answer(
         self, name: str, image: np.ndarray, stamp: Stamp, question: str, inputs: SvlmInputs
     ) -> SvlmAnswer:
-        from spotvlm_ros.svlm.qwen import Focus
 
         k = key(
             "svlm",
@@ -99,17 +98,7 @@ class QwenReplaySvlm:
         )
         if not inputs.gtvr and (hit := self.cache.get(k)) is not None:
             return SvlmAnswer(**hit)
-        focus = Focus(inputs.rois, inputs.roi_stamp) if inputs.roi_stamp is not None else None
-        out = self.svlm.infer(
-            image,
-            question,
-            stamp=stamp,
-            context_text=inputs.context_text,
-            history=list(inputs.chat),
-            focus=focus,
-            ggvr=inputs.ggvr,
-            gtvr=inputs.gtvr,
-        )
+        out = self.svlm.infer_frame(image, question, stamp, inputs)
         result = SvlmAnswer(out.answer, out.latency, out.visual_tokens_used, out.visual_tokens_full)
         if not inputs.gtvr:
             self.cache.put(k, result.__dict__)

@@ -406,7 +406,7 @@ class SvlmNode(LifecycleNode):
         self._publish(self._result(frame, SvlmResult.STATUS_ERROR, error=repr(exc)))
 
     def _process(self, frame: Frame) -> None:
-        from spotvlm_ros.svlm.qwen import Focus, SvlmError
+        from spotvlm_ros.svlm.qwen import SvlmError
 
         with self._context_lock:
             context = self._latest_context
@@ -429,17 +429,12 @@ class SvlmNode(LifecycleNode):
             history = ContextReplacement.from_turns(context.config, context.entries)
             rois = (context.roi_stamp, context.rois)
         inputs = svlm_inputs(stamp, history, rois, self.compressor, self.rules)
-        focus = Focus(inputs.rois, inputs.roi_stamp) if inputs.roi_stamp is not None else None
         try:
-            out = self.backend.infer(
+            out = self.backend.infer_frame(
                 rgb,
                 self.question,
-                stamp=stamp,
-                context_text=inputs.context_text,
-                history=list(inputs.chat),
-                focus=focus,
-                ggvr=inputs.ggvr,
-                gtvr=inputs.gtvr,
+                stamp,
+                inputs,
                 on_token=self._hold.for_frame(frame.seq) if self._hold is not None else None,
             )
         except SvlmError as exc:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from spotvlm_ros.core.engine import SvlmInputs
 from spotvlm_ros.core.focus import TokenGrid, focus_token_indices, roi_token_groups
 from spotvlm_ros.core.types import Roi, Stamp
 from spotvlm_ros.svlm.prompt import DEFAULT_SYSTEM, IMAGE_PAD, build_prompt, render_with_template
@@ -627,6 +628,30 @@ class QwenSvlm:
         return tokens, prefill
 
     # --- one frame ----------------------------------------------------------------------
+
+    def infer_frame(
+        self,
+        image: Any,
+        question: str,
+        stamp: Stamp,
+        inputs: SvlmInputs,
+        on_token: Callable[[int], None] | None = None,
+    ) -> SvlmOutput:
+        """Answer about the frame at ``stamp`` with the inputs the engine chose for it
+        (core.engine.svlm_inputs: history as text or chat turns, ROIs, GGVR/GTVR): what
+        svlm_node and the replay both run."""
+        focus = Focus(inputs.rois, inputs.roi_stamp) if inputs.roi_stamp is not None else None
+        return self.infer(
+            image,
+            question,
+            stamp=stamp,
+            context_text=inputs.context_text,
+            history=list(inputs.chat),
+            focus=focus,
+            ggvr=inputs.ggvr,
+            gtvr=inputs.gtvr,
+            on_token=on_token,
+        )
 
     def infer(
         self,
