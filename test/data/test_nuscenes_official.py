@@ -653,3 +653,41 @@ def test_make_bag_bad_input_is_one_line_and_writes_nothing(
     assert last.startswith("spotvlm-make-bag: error: ")
     assert message in last
     assert not out.exists()  # nothing half-written that would block a corrected rerun
+
+
+def _flat(points: list[tuple[float, float]]) -> np.ndarray:
+    """Camera-frame corners at depth 1: with the identity as camera matrix, corner (x, y)
+    projects to pixel (x, y)."""
+    return np.array([[x for x, _ in points], [y for _, y in points], [1.0] * len(points)])
+
+
+def test_a_box_across_a_corner_of_the_image_is_cut_as_the_devkit_cuts_it() -> None:
+    from spotvlm_ros.core.types import Box
+    from spotvlm_ros.data.nuscenes import project_box
+
+    # A thin strip between the lines x + y = 5 and x + y = 9, from (-20, 25) to (27, -18):
+    # it crosses the top-left corner of a 100 x 100 image. Worked out by hand: its part in
+    # the image is the trapezoid (5, 0), (9, 0), (0, 9), (0, 5), whose bounding box is
+    # (0, 0, 9, 9). The corners' bounding rectangle cut to the image would be (0, 0, 27, 27).
+    strip = _flat([(-20, 25), (25, -20), (27, -18), (-18, 27)])
+    assert project_box(strip, np.eye(3), 100, 100) == Box(0.0, 0.0, 9.0, 9.0)
+    # the same strip across the bottom-right corner (x + y = 191 .. 195)
+    mirrored = _flat([(100 - x, 100 - y) for x, y in [(-20, 25), (25, -20), (27, -18), (-18, 27)]])
+    assert project_box(mirrored, np.eye(3), 100, 100) == Box(91.0, 91.0, 100.0, 100.0)
+
+
+def test_boxes_inside_beside_and_behind_the_image() -> None:
+    from spotvlm_ros.core.types import Box
+    from spotvlm_ros.data.nuscenes import project_box
+
+    inside = _flat([(10, 20), (40, 20), (40, 60), (10, 60)])
+    assert project_box(inside, np.eye(3), 100, 100) == Box(10.0, 20.0, 40.0, 60.0)
+    beside = _flat([(110, 20), (140, 20), (140, 60), (110, 60)])
+    assert project_box(beside, np.eye(3), 100, 100) is None
+    # a rectangle across the left border: cut at x = 0, as before
+    across = _flat([(-30, 20), (40, 20), (40, 60), (-30, 60)])
+    assert project_box(across, np.eye(3), 100, 100) == Box(0.0, 20.0, 40.0, 60.0)
+    # corners behind the camera (depth <= 0) are left out, as the devkit does
+    behind = np.concatenate([inside, [[50.0], [50.0], [-1.0]]], axis=1)
+    assert project_box(behind, np.eye(3), 100, 100) == Box(10.0, 20.0, 40.0, 60.0)
+    assert project_box(inside * [[1], [1], [-1]], np.eye(3), 100, 100) is None

@@ -9,10 +9,10 @@ camera, the way the devkit's ``export_2d_annotations_as_json`` script does it:
   its x axis along the length) gives 8 corners;
 * the ego pose of the image (ego -> global) and the camera's calibration (camera -> ego)
   are undone to bring the corners into the camera frame (z forward, x right, y down);
-* the corners at least ``MIN_DEPTH_M`` in front of the camera are projected with the
-  camera matrix; the 2D box is their bounding rectangle intersected with the image, and
-  the object counts as visible (any visibility level) if that rectangle is at least a
-  pixel wide and high.
+* the corners in front of the camera (depth > 0) are projected with the camera matrix;
+  the 2D box is the bounding rectangle of the intersection of their convex hull with the
+  image (the devkit's ``post_process_coords``), and the object counts as visible (any
+  visibility level) if that rectangle is at least a pixel wide and high.
 
 Category names (``vehicle.bus.rigid``, ``human.pedestrian.child``, ...) are reduced to the
 nuScenes detection classes (bus, pedestrian, ...) before they are mapped into the task
@@ -44,7 +44,7 @@ CAMERAS = (
 )
 DEFAULT_CAMERA = "CAM_FRONT"
 ALL_CAMERAS = "all"
-MIN_DEPTH_M = 0.1  # corners closer to (or behind) the camera plane are not projected
+MIN_DEPTH_M = 0.0  # corners on or behind the camera plane are not projected (the devkit's)
 MIN_BOX_PX = 1.0  # narrower or lower 2D boxes are dropped
 NS_PER_US = 1_000
 
@@ -259,28 +259,76 @@ def into_frame(
     return child
 
 
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """The convex hull (K x 2, counter-clockwise, no repeated point) of points (N x 2), by
+    Andrew's monotone chain."""
+    pts = sorted({(float(x), float(y)) for x, y in points})
+    if len(pts) <= 2:
+        return np.array(pts, dtype=float).reshape(-1, 2)
+
+    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[tuple[float, float]] = []
+    upper: list[tuple[float, float]] = []
+    for point in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], point) <= 0:
+            lower.pop()
+        lower.append(point)
+    for point in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], point) <= 0:
+            upper.pop()
+        upper.append(point)
+    return np.array(lower[:-1] + upper[:-1], dtype=float)
+
+
+def clip_to_rectangle(polygon: np.ndarray, width: float, height: float) -> np.ndarray:
+    """A convex polygon (K x 2) cut to the rectangle [0, width] x [0, height]
+    (Sutherland-Hodgman: one half-plane after another); empty (0 x 2) if they do not meet."""
+    # each border: (axis, value, side): a point q is inside when side * (q[axis] - value) >= 0
+    borders = ((0, 0.0, 1.0), (0, width, -1.0), (1, 0.0, 1.0), (1, height, -1.0))
+    points = [tuple(map(float, q)) for q in polygon]
+    for axis, value, side in borders:
+        kept: list[tuple[float, ...]] = []
+        for k, current in enumerate(points):
+            previous = points[k - 1]
+            was_in = side * (previous[axis] - value) >= 0
+            is_in = side * (current[axis] - value) >= 0
+            if was_in != is_in:  # the edge crosses the border: add the crossing
+                t = (value - previous[axis]) / (current[axis] - previous[axis])
+                kept.append(tuple(p + t * (c - p) for p, c in zip(previous, current, strict=True)))
+            if is_in:
+                kept.append(current)
+        points = kept
+    return np.array(points, dtype=float).reshape(-1, 2)
+
+
 def project_box(
     corners_camera: np.ndarray, intrinsic: np.ndarray, width: float, height: float
 ) -> Box | None:
     """The 2D box of 3D corners (3 x N, camera frame) in a ``width`` x ``height`` image, or
     None when no corner is in front of the camera or the box misses the image.
 
-    Like the devkit's export script, only the corners in front of the camera are projected,
-    and the box is their bounding rectangle intersected with the image.
+    As the devkit's export script (``export_2d_annotations_as_json``, its
+    ``post_process_coords``) makes it: the corners in front of the camera (depth > 0) are
+    projected, and the box is the bounding rectangle of the intersection of their convex
+    hull with the image. Where the hull lies slanted across the image's border, this is
+    smaller than the bounding rectangle of the corners cut to the image.
     """
     in_front = corners_camera[:, corners_camera[2] > MIN_DEPTH_M]
     if in_front.shape[1] == 0:
         return None
     homogeneous = np.asarray(intrinsic, dtype=float) @ in_front
-    u = homogeneous[0] / homogeneous[2]
-    v = homogeneous[1] / homogeneous[2]
+    projected = np.stack([homogeneous[0] / homogeneous[2], homogeneous[1] / homogeneous[2]], 1)
+    inside = clip_to_rectangle(convex_hull(projected), float(width), float(height))
+    if len(inside) == 0:
+        return None
     box = Box(
-        max(float(u.min()), 0.0),
-        max(float(v.min()), 0.0),
-        min(float(u.max()), float(width)),
-        min(float(v.max()), float(height)),
+        float(inside[:, 0].min()),
+        float(inside[:, 1].min()),
+        float(inside[:, 0].max()),
+        float(inside[:, 1].max()),
     )
-    # A rectangle beside or beyond the image comes out with x2 < x1 or y2 < y1 here.
     return None if box.is_degenerate(MIN_BOX_PX) else box
 
 
