@@ -189,7 +189,7 @@ def measure(svlm: QwenSvlm, name: str, frames: list[np.ndarray], repeats: int) -
                         )
                         sync(svlm.device)
                         t1 = time.perf_counter()
-                        tokens, lm_prefill = svlm.generate(prepared, max_new_tokens=16)
+                        tokens, lm_prefill, _ = svlm.generate(prepared, max_new_tokens=16)
                         sync(svlm.device)
                         t2 = time.perf_counter()
                     vision.append(t1 - t0)

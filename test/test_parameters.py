@@ -88,9 +88,10 @@ def test_the_launch_file_checks_the_method() -> None:
     values.update(model_path=str(tiny_model_dir()), cloud="false", method="fastest")
     with pytest.raises(launch_args.LaunchArgumentError, match="method:='fastest' must be one"):
         launch_args.check(values)
-    values["method"] = "cloud_only"
-    with pytest.raises(launch_args.LaunchArgumentError, match="spotvlm-eval"):
-        launch_args.check(values)
+    for offline in ("cloud_only", "distributed_vlm", "adas", "laecips"):
+        values["method"] = offline
+        with pytest.raises(launch_args.LaunchArgumentError, match="spotvlm-eval"):
+            launch_args.check(values)
 
 
 def test_presets_set_only_declared_parameters_and_match_their_flags() -> None:
@@ -98,7 +99,7 @@ def test_presets_set_only_declared_parameters_and_match_their_flags() -> None:
         for node, values in preset.overrides.items():
             for name, value in values.items():
                 assert type(value) is type(default(node, name)), (preset.name, name)
-        if preset.svlm:
+        if preset.live:
             svlm = preset.overrides["svlm_node"]
             assert (svlm["use_context"], svlm["ggvr"], svlm["gtvr"]) == (
                 preset.crm,

@@ -52,8 +52,8 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "method": (
         DEFAULT_PRESET,
         "the paper's variant: "
-        + "; ".join(f"{p.name} ({p.description})" for p in PRESETS.values() if p.svlm)
-        + " (cloud_only is evaluated offline: spotvlm-eval)",
+        + "; ".join(f"{p.name} ({p.description})" for p in PRESETS.values() if p.live)
+        + " (cloud_only and the baselines are evaluated offline: spotvlm-eval)",
     ),
     "task": (
         parameters.TASK,
@@ -142,10 +142,11 @@ def check(values: dict[str, str]) -> None:
         raise LaunchArgumentError(
             f"method:={values['method']!r} must be one of {', '.join(PRESETS)}"
         )
-    if not PRESETS[values["method"]].svlm:
+    if not PRESETS[values["method"]].live:
         raise LaunchArgumentError(
-            f"method:={values['method']} runs no SVLM, and the live graph always answers on "
-            "board: evaluate it offline (spotvlm-eval ... --methods cloud_only)"
+            f"method:={values['method']} is evaluated offline (the live graph runs "
+            f"{', '.join(p.name for p in PRESETS.values() if p.live)}): spotvlm-eval ... "
+            f"--methods {values['method']}"
         )
     try:
         task(values["task"]).vocabulary(values["vocabulary"])

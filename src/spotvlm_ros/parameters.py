@@ -390,15 +390,29 @@ class Preset:
     ggvr: bool = False
     gtvr: bool = False
     overrides: dict[str, dict[str, Value]] = field(default_factory=dict)
+    baseline: str = ""  # a baseline's own policy (core.baselines): distributed, adas, laecips
+
+    @property
+    def live(self) -> bool:
+        """Whether the live graph runs it (``method:=``); the others are offline only."""
+        return self.svlm and not self.baseline
 
 
 def _preset(
-    name: str, description: str, *, svlm: bool, lvlm: bool, crm: bool, ggvr: bool, gtvr: bool
+    name: str,
+    description: str,
+    *,
+    svlm: bool,
+    lvlm: bool,
+    crm: bool,
+    ggvr: bool,
+    gtvr: bool,
+    baseline: str = "",
 ) -> Preset:
     overrides: dict[str, dict[str, Value]] = {}
-    if svlm:
+    if svlm and not baseline:
         overrides["svlm_node"] = {"use_context": crm, "ggvr": ggvr, "gtvr": gtvr}
-    return Preset(name, description, svlm, lvlm, crm, ggvr, gtvr, overrides)
+    return Preset(name, description, svlm, lvlm, crm, ggvr, gtvr, overrides, baseline)
 
 
 PRESETS: dict[str, Preset] = {
@@ -449,8 +463,42 @@ PRESETS: dict[str, Preset] = {
             ggvr=True,
             gtvr=True,
         ),
+        _preset(
+            "distributed_vlm",
+            "Distributed VLM (Li et al. 2025): the LVLM's vision encoder on the edge, its "
+            "features uploaded, the LLM in the cloud answers",
+            svlm=False,
+            lvlm=True,
+            crm=False,
+            ggvr=False,
+            gtvr=False,
+            baseline="distributed",
+        ),
+        _preset(
+            "adas",
+            "ADAS (Hu et al. 2024b), a proxy: offload only while the cloud is predicted to "
+            "answer in time, else the SVLM; no context transfer",
+            svlm=True,
+            lvlm=True,
+            crm=False,
+            ggvr=False,
+            gtvr=False,
+            baseline="adas",
+        ),
+        _preset(
+            "laecips",
+            "LAECIPS (Hu et al. 2024): the SVLM first; a frame it is unsure of (confidence "
+            "below a threshold) goes to the cloud, whose answer replaces it if in time",
+            svlm=True,
+            lvlm=True,
+            crm=False,
+            ggvr=False,
+            gtvr=False,
+            baseline="laecips",
+        ),
     )
 }
-"""edge-only, cloud-only, and SpotVLM with its ablations (spotvlm = CRM + GGVR + GTVR)."""
+"""edge-only, cloud-only, SpotVLM with its ablations (spotvlm = CRM + GGVR + GTVR), and the
+paper's baselines (offline: spotvlm-eval)."""
 
 DEFAULT_PRESET = "spotvlm"

@@ -53,7 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     choices: dict[str, tuple[str, ...]] = {
         "transport": TRANSPORTS,
         "log_level": LOG_LEVELS,
-        "method": tuple(m for m, preset in PRESETS.items() if preset.svlm),
+        "method": tuple(m for m, preset in PRESETS.items() if preset.live),
         "task": tuple(TASKS),
     }
     for name, (default, text) in ARGUMENTS.items():

@@ -103,7 +103,8 @@ def test_pruned_generation_with_the_cache_equals_recomputing_without_it(
 ) -> None:
     focus = Focus([Roi("car", Box(300, 200, 700, 500))], source_stamp=0)
     pruned = svlm.prepare(frame, Q, focus=focus, ggvr=True)
-    tokens, _ = svlm.generate(pruned, max_new_tokens=6)
+    tokens, _, confidence = svlm.generate(pruned, max_new_tokens=6)
+    assert 0.0 < confidence <= 1.0
     assert 1 <= len(tokens) <= 6
     # Uncached reference: append each token at the next text position and rerun everything.
     embeds, positions = pruned.inputs_embeds, pruned.position_ids

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from spotvlm_ros.core.engine import SvlmInputs
+from spotvlm_ros.core.policy import UploadMode, UploadPolicyConfig
 from spotvlm_ros.core.task import TASKS, AnswerForm, task
 from spotvlm_ros.core.types import NS_PER_S, Stamp
 from spotvlm_ros.core.vocab import Vocabulary
@@ -31,6 +32,7 @@ from spotvlm_ros.evaluation.replay import (
     METHODS,
     Frame,
     LvlmAnswer,
+    Method,
     ReplayConfig,
     SvlmAnswer,
     replay,
@@ -87,7 +89,7 @@ class QwenReplaySvlm:
     ) -> SvlmAnswer:
 
         k = key(
-            "svlm",
+            "svlm-2",  # with the answer's confidence
             self.model,
             name,
             question,
@@ -99,7 +101,13 @@ class QwenReplaySvlm:
         if not inputs.gtvr and (hit := self.cache.get(k)) is not None:
             return SvlmAnswer(**hit)
         out = self.svlm.infer_frame(image, question, stamp, inputs)
-        result = SvlmAnswer(out.answer, out.latency, out.visual_tokens_used, out.visual_tokens_full)
+        result = SvlmAnswer(
+            out.answer,
+            out.latency,
+            out.visual_tokens_used,
+            out.visual_tokens_full,
+            out.confidence,
+        )
         if not inputs.gtvr:
             self.cache.put(k, result.__dict__)
         return result
@@ -234,6 +242,17 @@ def plot(rows: list[dict[str, Any]], path: Path, note: str, score: str = "micro_
     plt.close(fig)
 
 
+def upload_of(method: Method, config: ReplayConfig) -> str:
+    """What a method uploaded, for its results row."""
+    if not method.lvlm:
+        return "none"
+    if not method.svlm:
+        return "every_frame"  # cloud-only: the cloud answers every frame
+    if config.upload.mode is UploadMode.EVERY_FRAME:
+        return "every_frame"
+    return f"{config.upload.mode.value} (max {config.upload.max_in_flight} in flight)"
+
+
 def _fixed(seconds: float) -> Callable[[int], float]:
     """The latency model of a fixed cloud latency: every frame's is ``seconds``."""
     return lambda i: seconds
@@ -242,6 +261,11 @@ def _fixed(seconds: float) -> Callable[[int], float]:
 def _cycling(trace: tuple[float, ...]) -> Callable[[int], float]:
     """The latency model of a trace: frame i gets the trace's i-th value, cyclically."""
     return lambda i: trace[i % len(trace)]
+
+
+UPLOADS = ("adaptive", "every-frame")
+EVERY_FRAME = UploadPolicyConfig(mode=UploadMode.EVERY_FRAME, max_in_flight=1024)
+"""The ablation's upload: every frame, whatever is in flight (the paper's setting)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -294,6 +318,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--svlm-seconds", default="0.3", help="SVLM compute time per frame (s) or 'measured'"
     )
     p.add_argument("--deadline", type=float, default=DEADLINE_S, help="[s]")
+    p.add_argument(
+        "--upload",
+        choices=UPLOADS,
+        default="adaptive",
+        help="what the SVLM+LVLM methods upload: adaptive (the live graph's latency-adaptive "
+        "policy, cloud_bridge's defaults) or every-frame (the paper's ablation: every frame, "
+        "no in-flight bound, to isolate CRM, GGVR and GTVR); cloud_only always uploads "
+        "every frame",
+    )
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("out/eval"))
     p.add_argument(
@@ -350,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline=args.deadline,
         svlm_seconds=None if args.svlm_seconds == "measured" else float(args.svlm_seconds),
         count_tokens=svlm.svlm.count_tokens,  # the history budget in the SVLM's tokens
+        upload=EVERY_FRAME if args.upload == "every-frame" else UploadPolicyConfig(),
     )
     if args.latency_model == "fixed":
         sweeps = [(float(x), _fixed(float(x))) for x in args.latencies.split(",")]
@@ -378,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(
                     {
                         "method": method.name,
+                        "upload": upload_of(method, config),
                         "latency": lat,
                         **final,
                         "deadline_misses": report["deadline_misses"],
@@ -407,14 +442,15 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `spotvlm-eval {' '.join(sys.argv[1:] if argv is None else argv)}`",
         "",
-        "| method | cloud latency (s) | Micro-F1 | Macro-F1 | exact match | accuracy "
+        "| method | upload | cloud latency (s) | Micro-F1 | Macro-F1 | exact match | accuracy "
         "| deadline misses | mean visual tokens | context replacements |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         tokens = "" if r["mean_visual_tokens"] is None else f"{r['mean_visual_tokens']:.0f}"
         lines.append(
-            f"| {r['method']} | {r['latency']:g} | {r['micro_f1']:.3f} | {r['macro_f1']:.3f} "
+            f"| {r['method']} | {r['upload']} | {r['latency']:g} | {r['micro_f1']:.3f} "
+            f"| {r['macro_f1']:.3f} "
             f"| {r['exact_match']:.3f} | {r['accuracy']:.3f} | {r['deadline_misses']} "
             f"| {tokens} | {r['context_replacements']} |"
         )

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from spotvlm_ros.core.arbiter import Arbiter, Candidate, Decision, LiveArbiter
+from spotvlm_ros.core.baselines import DistributedVlmConfig, LatencyAwareOffload, is_hard
 from spotvlm_ros.core.compression import ContextCompressor, CountTokens, count_words
 from spotvlm_ros.core.context import ContextConfig
 from spotvlm_ros.core.engine import (
@@ -57,6 +58,7 @@ class SvlmAnswer:
     seconds: float
     tokens_used: int
     tokens_full: int
+    confidence: float = 1.0  # the answer's probability per token (LAECIPS's gate)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,10 @@ class ReplayConfig:
     question: str = ""  # '' = the task's own
     roi_max_age_s: float = InputRules().roi_max_age_s
     history_form: str = InputRules().history_form
+    # the baselines' own settings (core.baselines; docs/evaluation.md states each)
+    distributed: DistributedVlmConfig = field(default_factory=DistributedVlmConfig)
+    adas_probe_s: float = 5.0
+    laecips_threshold: float = 0.5
 
 
 @dataclass
@@ -135,7 +141,7 @@ class Event:
 
 # At equal times: LVLM answers arrive first, then the SVLM finishes, then frames arrive,
 # then deadlines pass (an answer exactly at its deadline is in time).
-_LVLM, _SVLM_DONE, _FRAME, _DEADLINE = range(4)
+_LVLM, _SVLM_DONE, _ENCODED, _FRAME, _DEADLINE = range(5)
 
 
 def replay(
@@ -194,6 +200,11 @@ class _Run:
             history_form=cfg.history_form,
             use_history=method.crm,
         )
+        # the baselines' (core.baselines)
+        self.offload = LatencyAwareOffload(cfg.deadline, probe_s=cfg.adas_probe_s)
+        self.encoder: FrameSlot[int] = FrameSlot()  # Distributed VLM's edge encoder
+        self.encoding = False
+        self._by_policy: set[Stamp] = set()  # uploads the upload policy decided
         self.events: list[Event] = []
         self._queue: list[tuple[Stamp, int, int, Any]] = []
         self._order = itertools.count()
@@ -214,8 +225,10 @@ class _Run:
                 i, out, inputs = payload
                 self.on_svlm_done(i, out, inputs, now)
             elif kind == _LVLM:
-                i, answer = payload
-                self.on_lvlm(i, answer, now)
+                i, answer, sent = payload
+                self.on_lvlm(i, answer, sent, now)
+            elif kind == _ENCODED:
+                self.on_encoded(payload, now)
             self.decided(self.arbiter.due(now), now)
         self.decided(self.arbiter.due(2**62), 2**62)
 
@@ -226,11 +239,12 @@ class _Run:
         self.events.append(Event("truth", frame.stamp, frame.truth, time=now))
         self.decided(self.arbiter.register(frame.stamp), now)
         self.at(frame.stamp + stamp_from_seconds(self.cfg.deadline) + 1, _DEADLINE, None)
-        if self.lvlm is not None and self.uploads.decide(frame.stamp, now).upload:
-            self.arbiter.expect_lvlm(frame.stamp)
-            answer = self.lvlm.answer(frame.name, frame.image(), self.question)
-            arrival = now + stamp_from_seconds(self.cloud_latency(i))
-            self.at(arrival, _LVLM, (i, answer))
+        if self.method.baseline == "distributed":
+            self.encoder.offer(i)  # a frame still waiting is superseded: no answer for it
+            if not self.encoding:
+                self.encode_next(now)
+        elif self.lvlm is not None and self.uploads_at_arrival(frame.stamp, now):
+            self.upload(i, now)
         if self.svlm is not None:
             superseded = self.slot.offer(i)
             if superseded is not None:
@@ -238,15 +252,64 @@ class _Run:
             if not self.busy:
                 self.start_next(now)
 
-    def on_lvlm(self, i: int, answer: LvlmAnswer, now: Stamp) -> None:
+    def uploads_at_arrival(self, stamp: Stamp, now: Stamp) -> bool:
+        """Whether the frame arriving now is uploaded: by the upload policy, or by a
+        baseline's own rule (ADAS: while the cloud is predicted in time; LAECIPS: not now,
+        after the SVLM, if it is unsure)."""
+        if self.method.baseline == "adas":
+            return self.offload.decide(now)
+        if self.method.baseline == "laecips":
+            return False
+        if self.uploads.decide(stamp, now).upload:
+            self._by_policy.add(stamp)
+            return True
+        return False
+
+    def upload(self, i: int, now: Stamp, before_cloud_s: float = 0.0) -> None:
+        """Frame i goes to the cloud at ``now``; its answer arrives ``before_cloud_s`` (the
+        edge's part: Distributed VLM's encoder and features' upload) plus the cloud's
+        latency later."""
+        frame = self.frames[i]
+        assert self.lvlm is not None
+        self.arbiter.expect_lvlm(frame.stamp)
+        answer = self.lvlm.answer(frame.name, frame.image(), self.question)
+        arrival = now + stamp_from_seconds(before_cloud_s + self.cloud_latency(i))
+        self.at(arrival, _LVLM, (i, answer, now))
+
+    def encode_next(self, now: Stamp) -> None:
+        """Distributed VLM: the edge encoder is free; it takes the newest waiting frame."""
+        while (i := self.encoder.take()) is not None:
+            if too_late(self.frames[i].stamp, now, self.cfg.deadline) is not None:
+                continue  # no answer can come in time: the frame is answered invalid
+            height, width = self.frames[i].image().shape[:2]
+            self.encoding = True
+            edge = self.cfg.distributed.edge_seconds(width, height)
+            self.at(now + stamp_from_seconds(edge), _ENCODED, (i, edge))
+            return
+
+    def on_encoded(self, payload: tuple[int, float], now: Stamp) -> None:
+        i, edge = payload
+        self.encoding = False
+        # the features are up: the cloud's LLM answers after its latency (the upload was
+        # counted in ``edge``; the request is recorded as sent when the encoder started)
+        self.upload(i, now - stamp_from_seconds(edge), before_cloud_s=edge)
+        self.encode_next(now)
+
+    def on_lvlm(self, i: int, answer: LvlmAnswer, sent: Stamp, now: Stamp) -> None:
         stamp = self.frames[i].stamp
+        by_policy = stamp in self._by_policy
+        self._by_policy.discard(stamp)
         if answer.error:  # as cloud_bridge's failed request: no answer will come
-            self.uploads.on_outcome(stamp, now, RequestEnd.FAILED)
+            if by_policy:
+                self.uploads.on_outcome(stamp, now, RequestEnd.FAILED)
             self.events.append(Event("lvlm", stamp, None, time=now))
             decision = self.arbiter.expect_lvlm(stamp, False)
             self.decided([decision] if decision else [], now)
             return
-        self.uploads.on_outcome(stamp, now, RequestEnd.ANSWERED, seconds_between(stamp, now))
+        if by_policy:
+            self.uploads.on_outcome(stamp, now, RequestEnd.ANSWERED, seconds_between(stamp, now))
+        if self.method.baseline == "adas":
+            self.offload.observe(seconds_between(sent, now))
         self.events.append(Event("lvlm", stamp, answer.labels, time=now))
         # context_manager
         self.context.on_lvlm(stamp, answer.answer, answer.rois, now, self.question)
@@ -293,6 +356,12 @@ class _Run:
         # svlm_node takes the waiting frame at once, with the context it holds: its own
         # answer reaches the history only through context_manager, after the round trip
         self.start_next(now)
+        if (
+            self.method.baseline == "laecips"
+            and self.lvlm is not None
+            and is_hard(out.confidence, self.cfg.laecips_threshold)
+        ):
+            self.upload(i, now)  # before the SVLM's answer is offered: the LVLM's may replace it
         # context_manager
         self.context.on_svlm(stamp, self.question, out.answer)
         decision = self.arbiter.offer(stamp, Candidate(Source.SVLM, out.answer, labels, now))

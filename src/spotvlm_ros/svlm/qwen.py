@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -120,6 +121,15 @@ class SvlmOutput:
     gtvr_applied: bool
     focus_note: str  # why visual focus fell back, if it did
     stopped: bool = True  # False when max_new_tokens cut the answer before an end token
+    confidence: float = 1.0  # the answer's probability per token (geometric mean), in (0, 1]
+
+
+class Generated(NamedTuple):
+    """What greedy decoding produced."""
+
+    tokens: list[int]
+    prefill: float  # s
+    confidence: float  # geometric mean of the chosen tokens' probabilities
 
 
 @dataclass
@@ -584,8 +594,9 @@ class QwenSvlm:
         prepared: Prepared,
         max_new_tokens: int | None = None,
         on_token: Callable[[int], None] | None = None,
-    ) -> tuple[list[int], float]:
-        """Greedy decoding with the KV cache; returns (token ids, prefill seconds).
+    ) -> Generated:
+        """Greedy decoding with the KV cache: the token ids, the prefill's seconds and the
+        answer's confidence (the geometric mean of each chosen token's probability).
 
         ``on_token(n)`` is called after the n-th new token (svlm_node's test hold uses it).
         """
@@ -605,7 +616,10 @@ class QwenSvlm:
         # from there. With pruning, this differs from the cache length: that is the rope delta.
         next_position = int(prepared.position_ids[0, 0, -1]) + 1
         tokens: list[int] = []
-        token = int(out.logits[0, -1].argmax())
+        log_probs: list[float] = []
+        logits = out.logits[0, -1].float()
+        token = int(logits.argmax())
+        log_probs.append(float(torch.log_softmax(logits, -1)[token]))
         embed = self.model.get_input_embeddings()
         while True:
             tokens.append(token)
@@ -624,8 +638,11 @@ class QwenSvlm:
                 use_cache=True,
             )
             cache = out.past_key_values
-            token = int(out.logits[0, -1].argmax())
-        return tokens, prefill
+            logits = out.logits[0, -1].float()
+            token = int(logits.argmax())
+            log_probs.append(float(torch.log_softmax(logits, -1)[token]))
+        confidence = math.exp(sum(log_probs[: len(tokens)]) / len(tokens))
+        return Generated(tokens, prefill, confidence)
 
     # --- one frame ----------------------------------------------------------------------
 
@@ -680,7 +697,7 @@ class QwenSvlm:
             gtvr=gtvr,
         )
         prepare_time = time.perf_counter() - start
-        tokens, prefill = self.generate(prepared, max_new_tokens, on_token)
+        tokens, prefill, confidence = self.generate(prepared, max_new_tokens, on_token)
         total = time.perf_counter() - start
         answer = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         return SvlmOutput(
@@ -695,4 +712,5 @@ class QwenSvlm:
             gtvr_applied=prepared.gtvr_applied,
             focus_note="; ".join(prepared.notes),
             stopped=bool(tokens) and tokens[-1] in self._stop_ids,
+            confidence=confidence,
         )

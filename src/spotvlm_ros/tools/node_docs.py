@@ -134,8 +134,8 @@ def render() -> str:
             for node, kv in preset.overrides.items()
             for k, v in kv.items()
         )
-        if not preset.svlm:
-            sets = "(offline only)"
+        if not preset.live:
+            sets = "(offline only: spotvlm-eval)"
         elif not preset.lvlm:
             sets += ", no cloud_bridge"
         flags = (preset.svlm, preset.lvlm, preset.crm, preset.ggvr, preset.gtvr)
