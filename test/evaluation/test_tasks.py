@@ -184,3 +184,44 @@ def test_spotvlm_eval_says_what_a_gesture_run_needs(
     )  # fmt: skip
     assert rc == 0
     assert "LVLM request for" in capsys.readouterr().err
+
+
+def test_the_paper_comparison_sweep_writes_its_tables_and_figures(tmp_path: Path) -> None:
+    """Every method (SpotVLM's variants and the baselines) on the shared BDD100K frames with
+    the detector stand-in, two SVLMs swapped (the model-swap study), every frame uploaded
+    (the ablation's setting): the tables, the figures and the command land in OUT."""
+    from spotvlm_ros.evaluation.replay import METHODS
+    from spotvlm_ros.svlm.tiny import build_tiny_model
+    from test.helpers.graph import SHARED
+
+    other = build_tiny_model(tmp_path / "tiny-seed1", seed=1)
+    pairs = f"{tiny_model_dir()}=detector,{other}=detector"
+    bdd = SHARED / "data" / "bdd100k_mot"
+    out = tmp_path / "out"
+    rc = run_eval(
+        "bdd100k", str(bdd), "--pairs", pairs, "--latencies", "1,3", "--upload", "every-frame",
+        "--max-new-tokens", "4", "--out", str(out),
+    )  # fmt: skip
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    assert {r["method"] for r in rows} == set(METHODS)
+    assert {r["svlm"] for r in rows} == {
+        "tiny-qwen2.5-vl-seed0 (random test model)",
+        "tiny-seed1 (random test model)",
+    }
+    assert len(rows) == 2 * len(METHODS) * 2  # pairs x methods x latencies
+    by = {(r["svlm"][:9], r["method"], r["latency"]): r for r in rows}
+    # the ablation's upload: every frame for the SVLM+LVLM methods
+    assert by["tiny-seed", "spotvlm", 1.0]["upload"] == "every_frame"
+    assert by["tiny-seed", "edge_only", 1.0]["upload"] == "none"
+    # the detector answers every frame it is asked in time at 1 s: cloud-only is the
+    # LVLM's own score there; at 3 s nothing in time
+    assert by["tiny-seed", "cloud_only", 3.0]["deadline_misses"] == 12
+    assert by["tiny-seed", "distributed_vlm", 1.0]["deadline_misses"] == 12  # edge + 1 s
+    text = (out / "results.md").read_text()
+    assert "### Ablation" in text and "## Model pairs" in text
+    assert (out / "command.txt").read_text().startswith("spotvlm-eval bdd100k")
+    for name in ("score_vs_latency", "tokens_vs_latency"):
+        for n in (1, 2):
+            assert (out / f"{name}-{n}.png").stat().st_size > 1000

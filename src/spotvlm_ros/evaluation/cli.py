@@ -218,8 +218,8 @@ def load_frames(kind: str, source: Path, vocab: Vocabulary, limit: int) -> list[
 
 
 def plot(rows: list[dict[str, Any]], path: Path, note: str, score: str = "micro_f1") -> None:
-    """Score (``micro_f1`` for objects, ``accuracy`` for gesture and caption) against cloud
-    latency, a line per method."""
+    """``score`` (``micro_f1`` for objects, ``accuracy`` for gesture and caption, or
+    ``mean_visual_tokens``) against cloud latency, a line per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,11 +227,18 @@ def plot(rows: list[dict[str, Any]], path: Path, note: str, score: str = "micro_
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        ax.plot([r["latency"] for r in mine], [r[score] for r in mine], marker="o", label=method)
+        mine = [r for r in rows if r["method"] == method and r[score] is not None]
+        if mine:
+            x, y = [r["latency"] for r in mine], [r[score] for r in mine]
+            ax.plot(x, y, marker="o", label=method)
     ax.set_xlabel("cloud latency (s)")
-    ax.set_ylabel(f"{'Micro-F1' if score == 'micro_f1' else 'accuracy'} of the real-time answer")
-    ax.set_ylim(0, 1)
+    if score == "mean_visual_tokens":
+        ax.set_ylabel("visual tokens per frame (mean)")
+        ax.set_ylim(bottom=0)
+    else:
+        label = "Micro-F1" if score == "micro_f1" else "accuracy"
+        ax.set_ylabel(f"{label} of the real-time answer")
+        ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
     import textwrap
@@ -273,8 +280,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="spotvlm-eval", description=__doc__.splitlines()[0])
     p.add_argument("kind", choices=sorted([*READERS, "bag"]))
     p.add_argument("source", type=Path)
+    p.add_argument("--svlm-model", default="", help="Qwen2.5-VL folder (the tiny test model works)")
     p.add_argument(
-        "--svlm-model", required=True, help="Qwen2.5-VL folder (the tiny test model works)"
+        "--pairs",
+        default="",
+        help="the model-swap study: SVLM=LVLM,... (SVLM: a Qwen2.5-VL folder; LVLM: a model "
+        "served at --lvlm-url, or 'detector'), each swept and tabulated by name",
     )
     p.add_argument(
         "--task",
@@ -338,6 +349,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def pairs_of(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The (SVLM folder, LVLM) pairs to sweep: ``--pairs SVLM=LVLM,...`` (LVLM: a model
+    served at --lvlm-url, or ``detector``), else the one of --svlm-model and --lvlm-model."""
+    default_lvlm = args.lvlm_model if args.lvlm_url else "detector"
+    if not args.pairs:
+        if not args.svlm_model:
+            raise ValueError("give --svlm-model (or --pairs SVLM=LVLM,...)")
+        return [(args.svlm_model, default_lvlm)]
+    pairs = []
+    for item in args.pairs.split(","):
+        svlm, sep, lvlm = item.partition("=")
+        if not sep or not svlm.strip() or not lvlm.strip():
+            raise ValueError(f"--pairs: {item!r} is not SVLM=LVLM")
+        if lvlm.strip() != "detector" and not args.lvlm_url:
+            raise ValueError(f"--pairs: the LVLM {lvlm!r} needs --lvlm-url (or 'detector')")
+        pairs.append((svlm.strip(), lvlm.strip()))
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line."""
     args = parse_args(argv)
@@ -345,46 +375,24 @@ def main(argv: list[str] | None = None) -> int:
     from spotvlm_ros.cloud.client import LvlmClientConfig
     from spotvlm_ros.cloud.faults import read_trace
 
+    command = f"spotvlm-eval {' '.join(sys.argv[1:] if argv is None else argv)}"
     try:
         chosen = task(args.task or TASK_OF.get(args.kind, "objects"))
         vocab = chosen.vocabulary(args.vocabulary or VOCABULARY_OF.get(args.kind, ""))
-        frames = load_frames(args.kind, args.source, vocab, args.limit)
-        methods = [METHODS[m] for m in args.methods.split(",")]
-        client_config = (
-            LvlmClientConfig(
-                base_url=args.lvlm_url,
-                model=args.lvlm_model,
-                api_key_env=args.api_key_env,
-                timeout=args.lvlm_timeout,
-                task=chosen.name,
-                task_vocabulary=vocab.name,
-            )
-            if args.lvlm_url
-            else None
-        )
-        if client_config is None and chosen.name != "objects":
+        pairs = pairs_of(args)
+        if chosen.name != "objects" and any(lvlm == "detector" for _, lvlm in pairs):
             raise ValueError(
                 f"the {chosen.name} task needs an LVLM that answers it: give --lvlm-url (a VLM "
                 "server, e.g. spotvlm-lvlm-server --backend qwen); the detector stand-in "
                 "answers only the objects task"
             )
+        frames = load_frames(args.kind, args.source, vocab, args.limit)
+        methods = [METHODS[m] for m in args.methods.split(",")]
+        if args.lvlm_url:  # checked before any work (a bad URL, an unknown task)
+            LvlmClientConfig(base_url=args.lvlm_url, task=chosen.name, task_vocabulary=vocab.name)
     except (DatasetError, ValueError, KeyError) as exc:
         print(f"spotvlm-eval: error: {exc}", file=sys.stderr)
         return 2
-    cache = JsonCache(args.out / "cache.json")
-    svlm = QwenReplaySvlm(args.svlm_model, cache, args.max_new_tokens)
-    lvlm: ClientReplayLvlm | DetectorReplayLvlm = (
-        ClientReplayLvlm(client_config, vocab, cache)
-        if client_config is not None
-        else DetectorReplayLvlm(args.detector_model or DEFAULT_DETECTOR, vocab, cache)
-    )
-    config = ReplayConfig(
-        task=chosen.name,
-        deadline=args.deadline,
-        svlm_seconds=None if args.svlm_seconds == "measured" else float(args.svlm_seconds),
-        count_tokens=svlm.svlm.count_tokens,  # the history budget in the SVLM's tokens
-        upload=EVERY_FRAME if args.upload == "every-frame" else UploadPolicyConfig(),
-    )
     if args.latency_model == "fixed":
         sweeps = [(float(x), _fixed(float(x))) for x in args.latencies.split(",")]
     elif args.latency_model == "random":
@@ -395,88 +403,213 @@ def main(argv: list[str] | None = None) -> int:
     else:
         trace = read_trace(args.latency_trace)
         sweeps = [(sum(trace) / len(trace), _cycling(trace))]
+    cache = JsonCache(args.out / "cache.json")
     rows: list[dict[str, Any]] = []
-    lvlm_own: dict[str, Any] | None = None  # the LVLM's own score on every frame it answered
+    lvlm_own: dict[str, Any] = {}  # per pair: the LVLM's own score on every frame
+    names: list[str] = []
+    started = time.monotonic()
+    for svlm_path, lvlm_name in pairs:
+        svlm = QwenReplaySvlm(svlm_path, cache, args.max_new_tokens)
+        lvlm: ClientReplayLvlm | DetectorReplayLvlm = (
+            DetectorReplayLvlm(args.detector_model or DEFAULT_DETECTOR, vocab, cache)
+            if lvlm_name == "detector"
+            else ClientReplayLvlm(
+                LvlmClientConfig(
+                    base_url=args.lvlm_url,
+                    model=lvlm_name,
+                    api_key_env=args.api_key_env,
+                    timeout=args.lvlm_timeout,
+                    task=chosen.name,
+                    task_vocabulary=vocab.name,
+                ),
+                vocab,
+                cache,
+            )
+        )
+        pair = {
+            "svlm": Path(svlm_path).name
+            + (" (random test model)" if svlm.svlm.is_test_model else ""),
+            "lvlm": lvlm.backend.name if isinstance(lvlm, DetectorReplayLvlm) else lvlm_name,
+        }
+        names.append(f"{pair['svlm']} + {pair['lvlm']}")
+        config = ReplayConfig(
+            task=chosen.name,
+            deadline=args.deadline,
+            svlm_seconds=None if args.svlm_seconds == "measured" else float(args.svlm_seconds),
+            count_tokens=svlm.svlm.count_tokens,  # the history budget in the SVLM's tokens
+            upload=EVERY_FRAME if args.upload == "every-frame" else UploadPolicyConfig(),
+        )
+        own, pair_rows = sweep(frames, methods, sweeps, svlm, lvlm, vocab, config)
+        rows += [{**pair, **r} for r in pair_rows]
+        if own is not None:
+            lvlm_own[names[-1]] = own
+        cache.save()
+        if isinstance(lvlm, ClientReplayLvlm):
+            lvlm.close()
+    note = (
+        f"{len(frames)} frames of {args.kind} {args.source.name}, task {chosen.name} "
+        f"({chosen.description}, vocabulary {vocab.name}, metric: {chosen.metric}); "
+        f"SVLM + LVLM: {'; '.join(names)}"
+    )
+    score = "micro_f1" if chosen.form is AnswerForm.LABELS else "accuracy"
+    text = write_results(args.out, rows, lvlm_own, note, command, score, chosen.name, vocab.name)
+    print(text)
+    print(
+        f"\nwritten to {args.out} in {time.monotonic() - started:.0f} s "
+        f"({cache.hits} cached backend outputs reused)"
+    )
+    return 0
+
+
+def sweep(
+    frames: list[Frame],
+    methods: list[Method],
+    sweeps: list[tuple[float, Callable[[int], float]]],
+    svlm: QwenReplaySvlm,
+    lvlm: Any,
+    vocab: Vocabulary,
+    config: ReplayConfig,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Every method at every cloud latency (a method without the LVLM once, for all):
+    the LVLM's own score and a row per (method, latency)."""
     from tqdm import tqdm
 
-    started = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    own: dict[str, Any] | None = None
     for method in methods:
         latencies = sweeps if method.lvlm else sweeps[:1]
         for latency, model in tqdm(latencies, desc=method.name, unit="latency"):
             log, _ = replay(frames, method, model, svlm, lvlm, vocab, config)
             report = log.report()
-            final = report["scores"]["final"]
-            if method.name == "cloud_only" or (method.lvlm and lvlm_own is None):
-                lvlm_own = report["scores"]["lvlm"]
+            if method.name == "cloud_only" or (method.lvlm and own is None):
+                own = report["scores"]["lvlm"]
             for lat in [latency] if method.lvlm else [s for s, _ in sweeps]:
                 rows.append(
                     {
                         "method": method.name,
                         "upload": upload_of(method, config),
                         "latency": lat,
-                        **final,
+                        **report["scores"]["final"],
                         "deadline_misses": report["deadline_misses"],
                         "mean_visual_tokens": report["mean_visual_tokens"],
                         "context_replacements": report["context_replacements"],
                     }
                 )
-    cache.save()
-    if isinstance(lvlm, ClientReplayLvlm):
-        lvlm.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    note = (
-        f"{len(frames)} frames of {args.kind} {args.source.name}, task {chosen.name} "
-        f"({chosen.description}, vocabulary {vocab.name}, metric: {chosen.metric}); "
-        f"SVLM {Path(args.svlm_model).name}"
-        + (" (RANDOM TEST MODEL: meaningless answers)" if svlm.svlm.is_test_model else "")
-        + (
-            f"; LVLM {lvlm.name}"
-            if isinstance(lvlm, ClientReplayLvlm)
-            else f"; LVLM stand-in: {lvlm.backend.name}"
-        )
-    )
-    lines = [
-        f"# spotvlm-eval: {args.kind} {args.source.name}",
-        "",
-        note,
-        "",
-        f"Command: `spotvlm-eval {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        "",
-        "| method | upload | cloud latency (s) | Micro-F1 | Macro-F1 | exact match | accuracy "
-        "| deadline misses | mean visual tokens | context replacements |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    return own, rows
+
+
+ABLATION = ("edge_only", "crm", "crm_ggvr", "spotvlm")
+
+
+def write_results(
+    out: Path,
+    rows: list[dict[str, Any]],
+    lvlm_own: dict[str, Any],
+    note: str,
+    command: str,
+    score: str,
+    task_name: str,
+    vocabulary_name: str,
+) -> str:
+    """results.md (every row; the score by method and latency for each model pair; the
+    ablation table; visual tokens), results.json, the figures and command.txt in ``out``;
+    returns results.md's text."""
+    out.mkdir(parents=True, exist_ok=True)
+    title = "Micro-F1" if score == "micro_f1" else "accuracy"
+    pairs = list(dict.fromkeys((r["svlm"], r["lvlm"]) for r in rows))
+    latencies = sorted({r["latency"] for r in rows})
+    lines = [f"# spotvlm-eval: {note}", "", f"Command: `{command}`", ""]
+    lines += [
+        "| SVLM | LVLM | method | upload | cloud latency (s) | Micro-F1 | Macro-F1 | exact match "
+        "| accuracy | deadline misses | mean visual tokens | context replacements |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         tokens = "" if r["mean_visual_tokens"] is None else f"{r['mean_visual_tokens']:.0f}"
         lines.append(
-            f"| {r['method']} | {r['upload']} | {r['latency']:g} | {r['micro_f1']:.3f} "
-            f"| {r['macro_f1']:.3f} "
-            f"| {r['exact_match']:.3f} | {r['accuracy']:.3f} | {r['deadline_misses']} "
-            f"| {tokens} | {r['context_replacements']} |"
+            f"| {r['svlm']} | {r['lvlm']} | {r['method']} | {r['upload']} | {r['latency']:g} "
+            f"| {r['micro_f1']:.3f} | {r['macro_f1']:.3f} | {r['exact_match']:.3f} "
+            f"| {r['accuracy']:.3f} | {r['deadline_misses']} | {tokens} "
+            f"| {r['context_replacements']} |"
         )
-    if lvlm_own is not None:
+    for svlm, lvlm in pairs:
+        mine = [r for r in rows if (r["svlm"], r["lvlm"]) == (svlm, lvlm)]
+        by = {(r["method"], r["latency"]): r for r in mine}
+        methods = list(dict.fromkeys(r["method"] for r in mine))
+        header = " | ".join(f"{lat:g} s" for lat in latencies)
         lines += [
             "",
-            f"The LVLM's own answers, every frame, whatever the deadline: accuracy "
-            f"{lvlm_own['accuracy']:.3f}, Micro-F1 {lvlm_own['micro_f1']:.3f} over "
-            f"{lvlm_own['frames_scored']} frames.",
+            f"## {title} of the real-time answer by cloud latency: {svlm} + {lvlm}",
+            "",
+            f"| method | {header} |",
+            "|---|" + "---|" * len(latencies),
         ]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    (args.out / "results.json").write_text(
+        for m in methods:
+            cells = [f"{by[m, lat][score]:.3f}" if (m, lat) in by else "" for lat in latencies]
+            lines.append(f"| {m} | {' | '.join(cells)} |")
+        ablation = [m for m in ABLATION if m in methods]
+        if len(ablation) > 1:
+            flags = {m: METHODS[m] for m in ablation}
+            lines += [
+                "",
+                f"### Ablation ({svlm} + {lvlm}; upload: "
+                f"{by[ablation[-1], latencies[0]]['upload']})",
+                "",
+                f"| method | CRM | GGVR | GTVR | {header} |",
+                "|---|---|---|---|" + "---|" * len(latencies),
+            ]
+            for m in ablation:
+                f = flags[m]
+                marks = " | ".join("yes" if on else "-" for on in (f.crm, f.ggvr, f.gtvr))
+                cells = [f"{by[m, lat][score]:.3f}" for lat in latencies if (m, lat) in by]
+                lines.append(f"| {m} | {marks} | {' | '.join(cells)} |")
+    if len(pairs) > 1:
+        lines += [
+            "",
+            f"## Model pairs: mean {title} over the cloud latencies",
+            "",
+            "| SVLM | LVLM | " + " | ".join(dict.fromkeys(r["method"] for r in rows)) + " |",
+            "|---|---|" + "---|" * len(dict.fromkeys(r["method"] for r in rows)),
+        ]
+        for svlm, lvlm in pairs:
+            cells = []
+            for m in dict.fromkeys(r["method"] for r in rows):
+                values = [
+                    r[score] for r in rows if (r["svlm"], r["lvlm"], r["method"]) == (svlm, lvlm, m)
+                ]
+                cells.append(f"{sum(values) / len(values):.3f}" if values else "")
+            lines.append(f"| {svlm} | {lvlm} | {' | '.join(cells)} |")
+    for name, own in lvlm_own.items():
+        lines += [
+            "",
+            f"The LVLM's own answers ({name}), every frame, whatever the deadline: accuracy "
+            f"{own['accuracy']:.3f}, Micro-F1 {own['micro_f1']:.3f} over "
+            f"{own['frames_scored']} frames.",
+        ]
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    (out / "command.txt").write_text(command + "\n")
+    (out / "results.json").write_text(
         json.dumps(
-            {"note": note, "task": chosen.name, "vocabulary": vocab.name, "rows": rows,
-             "lvlm": lvlm_own},
+            {
+                "note": note,
+                "command": command,
+                "task": task_name,
+                "vocabulary": vocabulary_name,
+                "rows": rows,
+                # the LVLM's own score (one pair: its report; several: by pair)
+                "lvlm": next(iter(lvlm_own.values())) if len(lvlm_own) == 1 else lvlm_own,
+            },
             indent=2,
         )
-    )  # fmt: skip
-    score = "micro_f1" if chosen.form is AnswerForm.LABELS else "accuracy"
-    plot(rows, args.out / "score_vs_latency.png", note, score)
-    print("\n".join(lines))
-    print(
-        f"\nwritten to {args.out} in {time.monotonic() - started:.0f} s "
-        f"({cache.hits} cached backend outputs reused)"
     )
-    return 0
+    for n, (svlm, lvlm) in enumerate(pairs):
+        mine = [r for r in rows if (r["svlm"], r["lvlm"]) == (svlm, lvlm)]
+        suffix = "" if len(pairs) == 1 else f"-{n + 1}"
+        caption = f"{note} ({svlm} + {lvlm}); {command}"
+        plot(mine, out / f"score_vs_latency{suffix}.png", caption, score)
+        plot(mine, out / f"tokens_vs_latency{suffix}.png", caption, "mean_visual_tokens")
+    return text
 
 
 if __name__ == "__main__":
