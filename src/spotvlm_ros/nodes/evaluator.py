@@ -45,6 +45,7 @@ class Evaluator(Node):
             raise StartupError(f"evaluator: {exc}") from exc
         self.report_dir = Path(report_dir) if report_dir else None
         self.log = EvaluationLog(self.vocabulary.labels, self.task.correct)
+        self.truths_mismatched = 0  # ground truths of another task or vocabulary
         self._lock = threading.Lock()
         self.create_subscription(GroundTruth, topics.GROUND_TRUTH, self._on_truth, qos.RESULTS)
         self.create_subscription(Answer, topics.ANSWER, self._on_answer, qos.ANSWERS)
@@ -74,11 +75,21 @@ class Evaluator(Node):
         self.overlays_saved += 1
 
     def _on_truth(self, msg: GroundTruth) -> None:
-        with self._lock:
-            self.log.truth(
-                stamp_of(msg.header.stamp),
-                self.vocabulary.normalize_all(msg.labels[:MAX_LABELS_IN]),
+        labels = list(msg.labels[:MAX_LABELS_IN])
+        truth = self.vocabulary.normalize_all(labels)
+        outside = sorted(label for label in labels if not self.vocabulary.normalize(label))
+        if outside or (msg.task and msg.task != self.task.name):
+            # scored anyway (as an empty or partial truth), but never silently
+            self.truths_mismatched += 1
+            self.get_logger().warning(
+                f"ground truth of task {msg.task!r} with labels {outside} outside the "
+                f"{self.task.name} task's {self.vocabulary.name} vocabulary: the bag was made "
+                f"for another task or vocabulary (set task:= and vocabulary:= to match it); "
+                f"{self.truths_mismatched} such frame(s) so far",
+                throttle_duration_sec=10.0,
             )
+        with self._lock:
+            self.log.truth(stamp_of(msg.header.stamp), truth)
 
     def _on_answer(self, msg: Answer) -> None:
         with self._lock:
@@ -127,11 +138,22 @@ class Evaluator(Node):
         self.write_report()
         with self._lock:
             report = self.log.report()
+        final = report["scores"]["final"]
+        score = (
+            f"final Micro-F1 {final['micro_f1']:.3f}"
+            if self.task.name == "objects"
+            else f"final accuracy {final['accuracy']:.3f} ({self.task.name})"
+        )
         self.get_logger().info(
             f"{report['final_answers']} answers, {report['deadline_misses']} deadline misses, "
-            f"final Micro-F1 {report['scores']['final']['micro_f1']:.3f}"
+            + score
             + (f"; report in {self.report_dir}" if self.report_dir else "")
         )
+        if self.truths_mismatched:
+            self.get_logger().warning(
+                f"{self.truths_mismatched} frame(s) had ground truth outside the "
+                f"{self.vocabulary.name} vocabulary: their scores mean little"
+            )
         if report["frames_with_truth"] == 0 or report["final_answers"] == 0:
             # an empty report must not pass for a result
             self.exit_code = EXIT_NOTHING_SCORED
