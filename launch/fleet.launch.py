@@ -147,19 +147,21 @@ def fleet(context: LaunchContext) -> list[Any]:
             raise launch_args.LaunchArgumentError(
                 f"method:={values['method']!r} must be one of {', '.join(launch_args.PRESETS)}"
             )
-        cloud = on("cloud") and launch_args.PRESETS[values["method"]].lvlm
+        cloud = launch_args.uses_cloud(values)
         bag_rate = launch_args.number(values, "bag_rate", 0.01, 100.0)
-    except launch_args.LaunchArgumentError as exc:
+        launch_args.task(values["task"]).vocabulary(values["vocabulary"])
+    except (launch_args.LaunchArgumentError, ValueError) as exc:
         raise FleetError(str(exc)) from None
     share = FindPackageShare(PACKAGE).perform(context)
     lib = f"{FindPackagePrefix(PACKAGE).perform(context)}/lib/{PACKAGE}"
     actions: list[Any] = []
-    if on("start_server"):
+    if cloud and on("start_server"):
         # one check of the shared server's port, as a single graph would make it
         try:
             url = launch_args.check_url(values["base_url"].split(",")[0].strip())
             launch_args.check_local_server(url, values["server_port"])
             launch_args.number(values, "server_latency", 0.0, 3600.0)
+            launch_args.check_server_task(values)
         except launch_args.LaunchArgumentError as exc:
             raise FleetError(str(exc)) from None
         actions.append(

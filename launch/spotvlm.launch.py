@@ -81,7 +81,7 @@ def graph(context: LaunchContext) -> list[Any]:
     # the paper's variant: its node parameters go after config/<node>.yaml and before the
     # launch arguments' own (params_file still wins)
     preset = launch_args.PRESETS[values["method"]]
-    cloud = on("cloud") and preset.lvlm
+    cloud = launch_args.uses_cloud(values)
 
     def node(executable: str, params: dict[str, Any], cls: type = Node, **kw: Any) -> Any:
         # config/<node>.yaml, then the launch arguments, then params_file (it wins: the
@@ -140,7 +140,7 @@ def graph(context: LaunchContext) -> list[Any]:
                 },
             )
         )
-    if on("start_server"):
+    if cloud and on("start_server"):
         actions.append(
             ExecuteProcess(
                 cmd=[
@@ -170,7 +170,9 @@ def graph(context: LaunchContext) -> list[Any]:
     downstream: list[Any] = []
     if values["bag"]:
         server_health = (
-            f"http://127.0.0.1:{values['server_port']}/health" if on("start_server") else ""
+            f"http://127.0.0.1:{values['server_port']}/health"
+            if cloud and on("start_server")
+            else ""
         )
         player = node(
             "bag_player",

@@ -7,6 +7,7 @@ what to change, instead of starting a graph that waits, retries or answers nothi
 
 from __future__ import annotations
 
+import shlex
 import socket
 import urllib.parse
 from pathlib import Path
@@ -133,6 +134,34 @@ def detector_vocabulary(values: dict[str, str]) -> str:
     return chosen.vocabulary(values["vocabulary"]).name
 
 
+def server_backend(values: dict[str, str]) -> str:
+    """The local server's backend as server_args:= chooses it (detector by default)."""
+    args = shlex.split(values["server_args"])
+    backend = "detector"
+    for k, arg in enumerate(args):
+        if arg == "--backend" and k + 1 < len(args):
+            backend = args[k + 1]
+        elif arg.startswith("--backend="):
+            backend = arg.split("=", 1)[1]
+    return backend
+
+
+def check_server_task(values: dict[str, str]) -> None:
+    """The local server can answer the task: its detector backend answers only objects."""
+    if values["task"] != "objects" and server_backend(values) != "qwen":
+        raise LaunchArgumentError(
+            f"start_server:=true with task:={values['task']}: the local server's detector "
+            "backend answers only the objects task; give it a VLM (server_args:='--backend "
+            "qwen --qwen-model <Qwen2.5-VL folder>') or point base_url at a VLM server"
+        )
+
+
+def uses_cloud(values: dict[str, str]) -> bool:
+    """Whether the graph runs cloud_bridge (and the local server, if asked): ``cloud:=true``
+    and a method that uses the LVLM (edge_only does not)."""
+    return flag(values, "cloud") and PRESETS[values["method"]].lvlm
+
+
 def check(values: dict[str, str]) -> None:
     """Raise LaunchArgumentError for the first argument in ``values`` that cannot work."""
     problem = model_source_problem(values["model_path"], "model_path")
@@ -181,7 +210,7 @@ def check(values: dict[str, str]) -> None:
             f"bag:={bag!r} is not a rosbag2 folder (no metadata.yaml there); make one with "
             "`spotvlm-make-bag`"
         )
-    if flag(values, "cloud"):
+    if uses_cloud(values):
         # a comma-separated list names replicas of one engine (cloud_bridge fails over)
         urls = [check_url(u.strip()) for u in values["base_url"].split(",") if u.strip()]
         if not urls:
@@ -189,6 +218,7 @@ def check(values: dict[str, str]) -> None:
         if flag(values, "start_server"):
             number(values, "server_latency", 0.0, 3600.0)
             check_local_server(urls[0], values["server_port"])
+            check_server_task(values)
         elif flag(values, "check_lvlm"):
             problems = []
             for url in urls:  # one replica up is enough to start: the others are retried

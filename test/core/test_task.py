@@ -31,7 +31,11 @@ HAGRID = GESTURE.vocabulary()
         ("OK", {"ok"}),
         ("It is a fist, not a palm.", {"fist"}),  # the negated one is not named
         ("The hand shows 'palm' (not a stop sign)", {"palm"}),  # the quoted choice wins
+        ("It looks like a peace sign.", {"peace"}),  # 'like' is an everyday word here
+        ("The person holds up one open hand", {"palm"}),
+        ("I'd say the gesture is rock", {"rock"}),  # only everyday words: the one named
         ("peace or two_up", set()),  # two classes: ambiguous, none (never two)
+        ("It is either a fist or a palm.", set()),
         ("I cannot tell.", set()),
         ("", set()),
     ],

@@ -115,13 +115,15 @@ def test_the_adas_proxy_offloads_only_while_the_cloud_is_in_time() -> None:
 
 def test_adas_in_the_replay() -> None:
     # 1 fps, cloud 3 s: frames 0, 1, 2 go up before the first answer comes back at 3 s
-    # (nothing observed yet); the prediction is then 3 s > 1 s, so frames 3-7 stay on board
-    # (the last upload was frame 2 at 2 s) and frame 7 is the probe (7 - 2 = 5 s). Every
-    # final answer is the SVLM's (the cloud's come 3 s late); no context transfer.
+    # (nothing observed yet); the prediction is then 3 s > 1 s, so frames 3-6 and 8 stay on
+    # board (the last upload was frame 2 at 2 s) and frame 7 is the probe (7 - 2 = 5 s).
+    # Offloading is either/or: an offloaded frame's answer is the cloud's, 3 s late, so it
+    # has none in time; the others are the SVLM's. No context transfer.
     lvlm = Lvlm()
     _, events = replay(frames(9), METHODS["adas"], lambda i: 3.0, Svlm(), lvlm, VOCAB)
     assert lvlm.asked == [0, 1, 2, 7]
-    assert {source for source, _ in finals(events).values()} == {"SVLM"}
+    sources = {i: source for i, (source, _) in finals(events).items()}
+    assert sources == {i: "NONE" if i in (0, 1, 2, 7) else "SVLM" for i in range(9)}
     assert all(not getattr(e, "lvlm_history", ()) for e in events)
     # a fast cloud (0.5 s): every frame goes up, and every final answer is the cloud's
     lvlm = Lvlm()
@@ -159,3 +161,16 @@ def test_laecips_sends_what_the_svlm_is_unsure_of() -> None:
         2: ("SVLM", 0.3),
         3: ("SVLM", 0.3),
     }
+
+
+def test_adas_treats_a_failing_cloud_as_a_late_one() -> None:
+    # every request fails at once: the first failure (frame 0, at 0 s) is observed as twice
+    # the deadline, so frames 1-4 stay on board and frame 5 is the next probe
+    class Failing(Lvlm):
+        def answer(self, name: str, image: np.ndarray, question: str) -> LvlmAnswer:
+            self.asked.append(int(name))
+            return LvlmAnswer("", frozenset(), (), error="connection refused")
+
+    lvlm = Failing()
+    replay(frames(7), METHODS["adas"], lambda i: 0.0, Svlm(), lvlm, VOCAB)
+    assert lvlm.asked == [0, 5]

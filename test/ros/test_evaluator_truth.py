@@ -15,11 +15,14 @@ def evaluator() -> Iterator[Any]:
 
     from spotvlm_ros.nodes.evaluator import Evaluator
 
-    rclpy.init()
+    ours = not rclpy.ok()  # another test of this process may have started rclpy
+    if ours:
+        rclpy.init()
     node = Evaluator()
     yield node
     node.destroy_node()
-    rclpy.shutdown()
+    if ours:
+        rclpy.shutdown()
 
 
 def test_ground_truth_of_another_task_is_said(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from spotvlm_ros.core.endpoints import Endpoint, EndpointPool, Health, parse_retry_after
+from spotvlm_ros.core.engine import RequestEnd
 from spotvlm_ros.core.focus import smart_resize
 from spotvlm_ros.core.parsing import Coordinates, parse_reply
 from spotvlm_ros.core.task import DEFAULT_TASK, TASK_HEADER, AnswerForm, parse_one_label, task
@@ -32,15 +33,16 @@ from spotvlm_ros.imaging import swap_red_blue
 
 DEFAULT_PROMPT = (
     "{question}\n"
-    "Answer in one short sentence. Then list {rois} as JSON in a ```json "
+    "Answer with {answer}. Then list {rois} as JSON in a ```json "
     'block: [{{"bbox_2d": [x1, y1, x2, y2], "label": "<category>"}}], with coordinates in '
     "pixels of this image."
 )
-"""``{question}``: the task's question; ``{rois}``: what the task's ROIs are (Task.roi_request)."""
+"""``{question}``: the task's question; ``{answer}``: the form of its answer
+(Task.answer_form); ``{rois}``: what its ROIs are (Task.roi_request)."""
 
 STRUCTURED_PROMPT = (
     "{question}\n"
-    "Reply with JSON: `answer`, one short sentence; `objects`, {rois}, "
+    "Reply with JSON: `answer`, {answer}; `objects`, {rois}, "
     'each {{"bbox_2d": [x1, y1, x2, y2], "label": "<category>"}} with coordinates in pixels '
     "of this image."
 )
@@ -319,6 +321,22 @@ def _extra(message: Any, name: str) -> Any:
     return value
 
 
+def request_end(outcome: LvlmOutcome) -> RequestEnd:
+    """How the upload policy sees a request's outcome (cloud_bridge, spotvlm-eval):
+    429/503 from every replica holds the uploads (slow down, do not retry blindly); a timeout
+    counts as the time waited (the cloud is at least that slow); a refusal or a dead server
+    answers fast, which says nothing of the speed."""
+    if outcome.retry_after is not None:
+        return RequestEnd.BUSY
+    if outcome.ok:
+        return RequestEnd.ANSWERED
+    if outcome.kind is OutcomeKind.UNPARSABLE:
+        return RequestEnd.UNUSABLE
+    if outcome.kind is OutcomeKind.TIMEOUT:
+        return RequestEnd.TIMED_OUT
+    return RequestEnd.FAILED
+
+
 def _endpoint_fault(outcome: LvlmOutcome) -> bool:
     """Whether a failure says the endpoint itself is unwell (down, hung, 5xx)."""
     if outcome.kind in (OutcomeKind.CONNECTION, OutcomeKind.TIMEOUT):
@@ -519,7 +537,11 @@ class LvlmClient:
                         {"type": "image_url", "image_url": {"url": url}},
                         {
                             "type": "text",
-                            "text": prompt.format(question=question, rois=self.task.roi_request),
+                            "text": prompt.format(
+                                question=question,
+                                answer=self.task.answer_form,
+                                rois=self.task.roi_request,
+                            ),
                         },
                     ],
                 }

@@ -136,6 +136,7 @@ class SvlmInputs:
     roi_stamp: Stamp | None  # the frame they come from
     ggvr: bool
     gtvr: bool
+    tracking: bool = False  # GTVR is on for this run: every frame's features are kept
 
     @property
     def cloud_turns(self) -> tuple[Stamp, ...]:
@@ -175,7 +176,14 @@ def svlm_inputs(
         roi_stamp, focus_rois = rois[0], tuple(rois[1])
     focused = roi_stamp is not None
     return SvlmInputs(
-        entries, text, chat, focus_rois, roi_stamp, rules.ggvr and focused, rules.gtvr and focused
+        entries,
+        text,
+        chat,
+        focus_rois,
+        roi_stamp,
+        rules.ggvr and focused,
+        rules.gtvr and focused,
+        tracking=rules.gtvr,
     )
 
 

@@ -74,6 +74,7 @@ def _objects_question(vocab: Vocabulary) -> str:
     return DEFAULT_QUESTION
 
 
+_WORDS = re.compile(r"[A-Za-z0-9_]+")
 _QUOTED = re.compile(r"[\"'`“”‘’]([^\"'`“”‘’]{1,60})[\"'`“”‘’]")
 
 
@@ -88,6 +89,7 @@ class Task:
     metric: str
     rois: str  # what its ROIs are
     roi_request: str  # what the LVLM is asked to box (the JSON part of the prompt)
+    answer_form: str  # what the LVLM is asked to answer with, before the JSON
     template: PromptTemplate  # how a history turn reads in the SVLM's context
     datasets: str
 
@@ -98,7 +100,7 @@ class Task:
 
     def vocabulary(self, name: str = "") -> Vocabulary:
         """The task's vocabulary ``name`` ('' = its default); another task's is refused."""
-        chosen = name or self.default_vocabulary
+        chosen = (name or self.default_vocabulary).lower()
         if chosen not in self.vocabularies:
             raise ValueError(
                 f"task {self.name!r} takes the vocabularies {', '.join(self.vocabularies)}, "
@@ -127,16 +129,33 @@ class Task:
         return predicted == truth
 
 
+WEAK_WORDS = frozenset({"like", "one", "call", "stop", "ok", "okay", "four", "three", "rock"})
+"""Class names that are everyday words ("it looks like a peace sign", "one hand"): in a
+sentence they name a class only where no other class is named."""
+
+
 def parse_one_label(vocab: Vocabulary, answer: str) -> frozenset[str]:
-    """One class from a reply, or none: a class in quotes wins (the model quoting its
-    choice); otherwise the reply must name exactly one class (two different classes
-    named, e.g. "peace or two_up", are ambiguous: none)."""
+    """One class from a reply, or none (never two):
+
+    1. a class in quotes wins (the model quoting its choice);
+    2. a short reply (up to three words: "like", "Thumbs up!", "no gesture") names it;
+    3. in a sentence, the one class named by a phrase that is not an everyday word
+       (WEAK_WORDS), else the one class named by an everyday word;
+    two different classes at the same step ("peace or two_up") are ambiguous: none."""
     for quoted in _QUOTED.findall(answer):
-        named = {label for label, _ in vocab.mentions(quoted)}
+        named = {m.label for m in vocab.mentions(quoted)}
         if len(named) == 1:
             return frozenset(named)
-    named = {label for label, _ in vocab.mentions(answer)}
-    return frozenset(named) if len(named) == 1 else frozenset()
+    mentions = vocab.mentions(answer)
+    if len(_WORDS.findall(answer)) <= 3:
+        named = {m.label for m in mentions}
+        return frozenset(named) if len(named) == 1 else frozenset()
+    strong = {m.label for m in mentions if m.phrase not in WEAK_WORDS}
+    weak = {m.label for m in mentions if m.phrase in WEAK_WORDS}
+    for named in (strong, weak):
+        if named:
+            return frozenset(named) if len(named) == 1 else frozenset()
+    return frozenset()
 
 
 _QUESTIONS = {
@@ -156,6 +175,7 @@ TASKS: dict[str, Task] = {
             metric="Micro-F1, Macro-F1, 0-1 exact match",
             rois="the objects' boxes",
             roi_request="every object you mention",
+            answer_form="one short sentence",
             template=PromptTemplate(),
             datasets="nuScenes, BDD100K, CamVid",
         ),
@@ -167,6 +187,7 @@ TASKS: dict[str, Task] = {
             metric="accuracy",
             rois="the hand's box",
             roi_request="the hand that makes the gesture, labelled with the gesture class",
+            answer_form="the class name only",
             template=PromptTemplate(
                 header="Gestures recognised in the last seconds (oldest first):",
                 entry="- {age:.1f} s ago, the {source} saw: {answer}",
@@ -183,6 +204,7 @@ TASKS: dict[str, Task] = {
             metric="accuracy (the caption names the reference action)",
             rois="the regions the caption is about",
             roi_request="the hands and the objects your sentence is about",
+            answer_form="one short sentence",
             template=PromptTemplate(
                 header="What the person was doing (oldest first):",
                 entry="- {age:.1f} s ago, per the {source}: {answer}",

@@ -130,6 +130,15 @@ def _key(label: str) -> str:
 
 
 @dataclass(frozen=True)
+class Mention:
+    """A category named in a text: where (word index) and by which phrase."""
+
+    label: str
+    start: int
+    phrase: str
+
+
+@dataclass(frozen=True)
 class Vocabulary:
     """A task's categories and the words that name them."""
 
@@ -164,13 +173,13 @@ class Vocabulary:
         Phrases of up to five words are matched, longest first; a phrase that follows a
         negation ("no", "without", "zero", ...) within two words is not counted.
         """
-        return frozenset(label for label, _ in self.mentions(text))
+        return frozenset(m.label for m in self.mentions(text))
 
-    def mentions(self, text: str) -> list[tuple[str, int]]:
-        """Each category a free-text answer names, with the index of the word where it is
-        first named, in the order named (negated phrases left out, as in parse_answer)."""
+    def mentions(self, text: str) -> list[Mention]:
+        """Each category a free-text answer names, where it is first named and by which
+        phrase, in the order named (negated phrases left out, as in parse_answer)."""
         words = _WORD.findall(text.lower().replace("-", " "))
-        found: dict[str, int] = {}
+        found: dict[str, Mention] = {}
         i = 0
         while i < len(words):
             for n in (5, 4, 3, 2, 1):
@@ -181,12 +190,12 @@ class Vocabulary:
                 if labels:
                     if not _NEGATIONS.intersection(words[max(0, i - 2) : i]):
                         for label in sorted(labels):
-                            found.setdefault(label, i)
+                            found.setdefault(label, Mention(label, i, phrase))
                     i += n
                     break
             else:
                 i += 1
-        return list(found.items())
+        return list(found.values())
 
     @cached_property
     def _index(self) -> dict[str, str]:

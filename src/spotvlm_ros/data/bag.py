@@ -275,6 +275,20 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def bag_task(path: Path) -> str | None:
+    """The task of a bag's ground truth (its first GroundTruth's), or None without one."""
+    from rosbags.rosbag2 import Reader
+
+    if not path.exists():
+        raise DatasetError(f"{path}: no such bag")
+    store = typestore()
+    with Reader(path) as reader:
+        truths = [c for c in reader.connections if c.msgtype == "spotvlm_msgs/msg/GroundTruth"]
+        for connection, _, raw in reader.messages(connections=truths):
+            return str(store.deserialize_cdr(raw, connection.msgtype).task) or None
+    return None
+
+
 def bag_frames(path: Path, vocab: Any) -> list[LabelledFrame]:
     """The camera frames of a bag (raw or compressed) with their ground truth, if any."""
     from rosbags.rosbag2 import Reader

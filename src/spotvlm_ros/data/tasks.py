@@ -216,8 +216,10 @@ def ace(
                 continue
             fields = text.split()
             try:
-                frame, value = int(fields[0]), int(float(fields[-1]))
-            except (IndexError, ValueError):
+                if len(fields) != 2:
+                    raise ValueError
+                frame, value = int(fields[0]), int(float(fields[1]))
+            except ValueError:
                 raise DatasetError(
                     f"{labels_file}:{number}: expected '<frame><TAB><label>', got {line!r}"
                 ) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import random
 import sys
 import time
@@ -71,8 +72,8 @@ def key(*parts: object) -> str:
 
 
 class QwenReplaySvlm:
-    """The Qwen2.5-VL backend with a cache of its answers (GTVR runs are never cached: they
-    depend on the features of earlier frames held by the model)."""
+    """The Qwen2.5-VL backend with a cache of its answers (runs with GTVR on are never
+    cached: they depend on the features of earlier frames held by the model)."""
 
     def __init__(self, model: str, cache: JsonCache, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
         from spotvlm_ros.svlm.qwen import QwenSvlm, QwenSvlmConfig
@@ -80,6 +81,7 @@ class QwenReplaySvlm:
         self.svlm = QwenSvlm.load(QwenSvlmConfig(model=model, max_new_tokens=max_new_tokens))
         self.cache = cache
         self.model = model
+        self.max_new_tokens = max_new_tokens
 
     def reset(self) -> None:
         self.svlm.forget_features()
@@ -91,6 +93,7 @@ class QwenReplaySvlm:
         k = key(
             "svlm-2",  # with the answer's confidence
             self.model,
+            self.max_new_tokens,
             name,
             question,
             inputs.context_text,
@@ -98,7 +101,9 @@ class QwenReplaySvlm:
             [repr(r) for r in inputs.rois],
             inputs.ggvr,
         )
-        if not inputs.gtvr and (hit := self.cache.get(k)) is not None:
+        # with GTVR on, every frame runs: the model keeps each frame's features for the ROI
+        # frames that come later (a cached answer would leave them out)
+        if not inputs.tracking and (hit := self.cache.get(k)) is not None:
             return SvlmAnswer(**hit)
         out = self.svlm.infer_frame(image, question, stamp, inputs)
         result = SvlmAnswer(
@@ -108,7 +113,7 @@ class QwenReplaySvlm:
             out.visual_tokens_full,
             out.confidence,
         )
-        if not inputs.gtvr:
+        if not inputs.tracking:
             self.cache.put(k, result.__dict__)
         return result
 
@@ -132,11 +137,11 @@ class ClientReplayLvlm:
         self.name = f"{config.model} at {config.base_url}"
 
     def answer(self, name: str, image: np.ndarray, question: str) -> LvlmAnswer:
-        from spotvlm_ros.cloud.client import OutcomeKind
+        from spotvlm_ros.cloud.client import OutcomeKind, request_end
         from spotvlm_ros.core.types import Box, Roi
 
-        k = key("lvlm-api", self.config.base_url, self.config.model, self.config.task, name,
-                question)  # fmt: skip
+        k = key("lvlm-api", self.config.base_url, self.config.model, self.config.task,
+                self.vocab.name, name, question)  # fmt: skip
         hit = self.cache.get(k)
         if hit is None:
             out = self.loop.run_until_complete(self.client.ask(image, question))
@@ -148,7 +153,9 @@ class ClientReplayLvlm:
                         f"{out.error}",
                         file=sys.stderr,
                     )
-                return LvlmAnswer("", frozenset(), (), error=out.error or out.kind.value)
+                return LvlmAnswer(
+                    "", frozenset(), (), error=out.error or out.kind.value, end=request_end(out)
+                )
             hit = {
                 "answer": out.answer,
                 "labels": sorted(out.labels),
@@ -193,11 +200,20 @@ class DetectorReplayLvlm:
         return LvlmAnswer(answer, labels, rois)
 
 
-def load_frames(kind: str, source: Path, vocab: Vocabulary, limit: int) -> list[Frame]:
-    """The labelled frames of a dataset folder or a bag."""
+def load_frames(
+    kind: str, source: Path, vocab: Vocabulary, limit: int, task_name: str = "objects"
+) -> list[Frame]:
+    """The labelled frames of a dataset folder or a bag (named by their source, so that a
+    cache shared by two datasets never mixes up their frames)."""
     if kind == "bag":
-        from spotvlm_ros.data.bag import bag_frames
+        from spotvlm_ros.data.bag import bag_frames, bag_task
 
+        made_for = bag_task(source)
+        if made_for and made_for != task_name:
+            raise DatasetError(
+                f"{source}: its ground truth is for the {made_for} task, not {task_name} "
+                f"(--task {made_for}, or leave --task out)"
+            )
         frames = bag_frames(source, vocab)
     else:
         frames = list(READERS[kind](source, vocab))
@@ -214,7 +230,11 @@ def load_frames(kind: str, source: Path, vocab: Vocabulary, limit: int) -> list[
 
         return load
 
-    return [Frame(f.name, START + f.stamp, loader(f), f.labels or frozenset()) for f in frames]
+    where = source.resolve()
+    return [
+        Frame(f"{where}:{f.name}", START + f.stamp, loader(f), f.labels or frozenset())
+        for f in frames
+    ]
 
 
 def plot(rows: list[dict[str, Any]], path: Path, note: str, score: str = "micro_f1") -> None:
@@ -253,6 +273,12 @@ def upload_of(method: Method, config: ReplayConfig) -> str:
     """What a method uploaded, for its results row."""
     if not method.lvlm:
         return "none"
+    if method.baseline == "distributed":
+        return "features of every frame its edge encoder takes"
+    if method.baseline == "adas":
+        return "adas proxy: while the cloud is predicted in time, probes"
+    if method.baseline == "laecips":
+        return f"frames the SVLM is unsure of (confidence < {config.laecips_threshold:g})"
     if not method.svlm:
         return "every_frame"  # cloud-only: the cloud answers every frame
     if config.upload.mode is UploadMode.EVERY_FRAME:
@@ -349,6 +375,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+def latency_sweeps(args: argparse.Namespace) -> list[tuple[float, Callable[[int], float]]]:
+    """The cloud latencies to sweep: (the row's latency, frame index -> latency [s])."""
+    from spotvlm_ros.cloud.faults import read_trace
+
+    if args.latency_model == "fixed":
+        values = [_number(x) for x in args.latencies.split(",")]
+        if not values or min(values) < 0:
+            raise ValueError(f"--latencies {args.latencies!r}: seconds >= 0, comma-separated")
+        return [(x, _fixed(x)) for x in values]
+    if args.latency_model == "random":
+        bounds = [_number(x) for x in args.latency_range.split(",")]
+        if len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1]:
+            raise ValueError(
+                f"--latency-range {args.latency_range!r}: MIN,MAX with 0 <= MIN <= MAX"
+            )
+        rng = random.Random(args.seed)
+        draws = [rng.uniform(bounds[0], bounds[1]) for _ in range(1 << 16)]
+        return [((bounds[0] + bounds[1]) / 2, _cycling(tuple(draws)))]
+    if args.latency_trace is None:
+        raise ValueError("--latency-model trace needs --latency-trace FILE")
+    trace = read_trace(args.latency_trace)
+    return [(sum(trace) / len(trace), _cycling(trace))]
+
+
 def pairs_of(args: argparse.Namespace) -> list[tuple[str, str]]:
     """The (SVLM folder, LVLM) pairs to sweep: ``--pairs SVLM=LVLM,...`` (LVLM: a model
     served at --lvlm-url, or ``detector``), else the one of --svlm-model and --lvlm-model."""
@@ -373,36 +433,38 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from spotvlm_ros.cloud.backends import DEFAULT_DETECTOR
     from spotvlm_ros.cloud.client import LvlmClientConfig
-    from spotvlm_ros.cloud.faults import read_trace
 
     command = f"spotvlm-eval {' '.join(sys.argv[1:] if argv is None else argv)}"
     try:
-        chosen = task(args.task or TASK_OF.get(args.kind, "objects"))
+        default_task = TASK_OF.get(args.kind, "objects")
+        if args.kind == "bag" and not args.task:
+            from spotvlm_ros.data.bag import bag_task
+
+            default_task = bag_task(args.source) or default_task
+        chosen = task(args.task or default_task)
         vocab = chosen.vocabulary(args.vocabulary or VOCABULARY_OF.get(args.kind, ""))
         pairs = pairs_of(args)
+        unknown = [m for m in args.methods.split(",") if m not in METHODS]
+        if unknown:
+            raise ValueError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+        if not 0.01 <= args.deadline <= 60.0:
+            raise ValueError(f"--deadline {args.deadline:g} s is outside [0.01, 60]")
+        if args.svlm_seconds != "measured" and not 0.0 < _number(args.svlm_seconds) < 60.0:
+            raise ValueError(f"--svlm-seconds {args.svlm_seconds}: (0, 60) s or 'measured'")
+        sweeps = latency_sweeps(args)
         if chosen.name != "objects" and any(lvlm == "detector" for _, lvlm in pairs):
             raise ValueError(
                 f"the {chosen.name} task needs an LVLM that answers it: give --lvlm-url (a VLM "
                 "server, e.g. spotvlm-lvlm-server --backend qwen); the detector stand-in "
                 "answers only the objects task"
             )
-        frames = load_frames(args.kind, args.source, vocab, args.limit)
+        frames = load_frames(args.kind, args.source, vocab, args.limit, chosen.name)
         methods = [METHODS[m] for m in args.methods.split(",")]
         if args.lvlm_url:  # checked before any work (a bad URL, an unknown task)
             LvlmClientConfig(base_url=args.lvlm_url, task=chosen.name, task_vocabulary=vocab.name)
-    except (DatasetError, ValueError, KeyError) as exc:
+    except (DatasetError, ValueError, KeyError, OSError) as exc:
         print(f"spotvlm-eval: error: {exc}", file=sys.stderr)
         return 2
-    if args.latency_model == "fixed":
-        sweeps = [(float(x), _fixed(float(x))) for x in args.latencies.split(",")]
-    elif args.latency_model == "random":
-        low, high = (float(x) for x in args.latency_range.split(","))
-        rng = random.Random(args.seed)
-        draws = [rng.uniform(low, high) for _ in frames]
-        sweeps = [((low + high) / 2, draws.__getitem__)]
-    else:
-        trace = read_trace(args.latency_trace)
-        sweeps = [(sum(trace) / len(trace), _cycling(trace))]
     cache = JsonCache(args.out / "cache.json")
     rows: list[dict[str, Any]] = []
     lvlm_own: dict[str, Any] = {}  # per pair: the LVLM's own score on every frame

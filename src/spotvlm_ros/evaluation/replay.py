@@ -69,6 +69,7 @@ class LvlmAnswer:
     labels: frozenset[str]
     rois: tuple[Roi, ...]
     error: str = ""  # the request failed (the LVLM gave no answer): why
+    end: RequestEnd = RequestEnd.ANSWERED  # how it ended, as the upload policy sees it
 
 
 class SvlmLike(Protocol):
@@ -245,6 +246,8 @@ class _Run:
                 self.encode_next(now)
         elif self.lvlm is not None and self.uploads_at_arrival(frame.stamp, now):
             self.upload(i, now)
+            if self.method.baseline == "adas":
+                return  # ADAS offloads the frame: the cloud answers it, not the SVLM
         if self.svlm is not None:
             superseded = self.slot.offer(i)
             if superseded is not None:
@@ -301,7 +304,9 @@ class _Run:
         self._by_policy.discard(stamp)
         if answer.error:  # as cloud_bridge's failed request: no answer will come
             if by_policy:
-                self.uploads.on_outcome(stamp, now, RequestEnd.FAILED)
+                self.uploads.on_outcome(stamp, now, answer.end, seconds_between(sent, now))
+            if self.method.baseline == "adas":  # a cloud that fails is not one in time
+                self.offload.observe(max(seconds_between(sent, now), 2 * self.cfg.deadline))
             self.events.append(Event("lvlm", stamp, None, time=now))
             decision = self.arbiter.expect_lvlm(stamp, False)
             self.decided([decision] if decision else [], now)

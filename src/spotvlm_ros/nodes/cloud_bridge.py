@@ -20,7 +20,13 @@ from rclpy.node import Node
 from std_msgs.msg import Header
 
 from spotvlm_msgs.msg import Frame, LvlmResult
-from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig, LvlmOutcome, OutcomeKind
+from spotvlm_ros.cloud.client import (
+    LvlmClient,
+    LvlmClientConfig,
+    LvlmOutcome,
+    OutcomeKind,
+    request_end,
+)
 from spotvlm_ros.core.engine import RequestEnd, Uploads
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.parsing import Coordinates, dropped_box_reasons
@@ -316,22 +322,6 @@ class CloudBridge(Node):
         self.get_logger().info(
             f"LVLM outcomes: {dict(self.outcomes)}, skipped {self.uploads.skipped}"
         )
-
-
-def request_end(outcome: LvlmOutcome) -> RequestEnd:
-    """How the upload policy sees a request's outcome: 429/503 from every replica holds the
-    uploads (slow down, do not retry blindly); a timeout counts as the time waited (the
-    cloud is at least that slow); a refusal or a dead server answers fast, which says
-    nothing of the speed."""
-    if outcome.retry_after is not None:
-        return RequestEnd.BUSY
-    if outcome.ok:
-        return RequestEnd.ANSWERED
-    if outcome.kind is OutcomeKind.UNPARSABLE:
-        return RequestEnd.UNUSABLE
-    if outcome.kind is OutcomeKind.TIMEOUT:
-        return RequestEnd.TIMED_OUT
-    return RequestEnd.FAILED
 
 
 def main(args: list[str] | None = None) -> int:
