@@ -204,3 +204,52 @@ def test_max_pixels_means_one_thing_in_every_node() -> None:
                 assert "refused" in p.description or "rejected" in p.description, node
             elif "max_pixels" in p.name:
                 assert "resized" in p.description, (node, p.name)
+
+
+def test_a_method_without_the_lvlm_needs_no_lvlm_server() -> None:
+    from test.helpers.models import tiny_model_dir
+    from test.helpers.servers import free_port
+
+    values = {name: value for name, (value, _) in launch_args.ARGUMENTS.items()}
+    values.update(model_path=str(tiny_model_dir()), base_url=f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(launch_args.LaunchArgumentError, match="cannot reach the LVLM server"):
+        launch_args.check(values)
+    values["method"] = "edge_only"  # no cloud_bridge: nothing to reach
+    launch_args.check(values)
+    assert not launch_args.uses_cloud(values)
+
+
+def test_the_local_detector_cannot_serve_gestures() -> None:
+    from test.helpers.models import tiny_model_dir
+
+    values = {name: value for name, (value, _) in launch_args.ARGUMENTS.items()}
+    values.update(model_path=str(tiny_model_dir()), task="gesture", start_server="true")
+    with pytest.raises(launch_args.LaunchArgumentError, match="answers only the objects task"):
+        launch_args.check(values)
+    values["server_args"] = "--backend qwen --qwen-model /models/qwen"
+    launch_args.check(values)
+    assert launch_args.detector_vocabulary(values) == "bdd100k"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--latencies", "1,,2"], "'' is not a number"),
+        (["--latency-model", "trace"], "needs --latency-trace FILE"),
+        (["--latency-model", "random", "--latency-range", "5"], "MIN,MAX"),
+        (["--methods", "spotvlm,fastest"], "unknown ['fastest']"),
+        (["--deadline", "0"], "outside [0.01, 60]"),
+        (["--svlm-seconds", "fast"], "'fast' is not a number"),
+        (["--pairs", "a-model"], "is not SVLM=LVLM"),
+        (["--vocabulary", "hagrid"], "task 'objects' takes the vocabularies"),
+        (["--limit", "2"], "'/no/model' does not exist"),
+    ],
+)
+def test_spotvlm_eval_refuses_bad_arguments_before_any_work(
+    arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from spotvlm_ros.evaluation.cli import main
+
+    bdd = ROOT.parent / "shared" / "data" / "bdd100k_mot"
+    assert main(["bdd100k", str(bdd), "--svlm-model", "/no/model", *arguments]) == 2
+    assert message in capsys.readouterr().err

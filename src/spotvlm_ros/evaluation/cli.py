@@ -39,6 +39,7 @@ from spotvlm_ros.evaluation.replay import (
     replay,
 )
 from spotvlm_ros.parameters import DEADLINE_S, LVLM_MODEL, MAX_NEW_TOKENS
+from spotvlm_ros.svlm.source import model_source_problem
 
 START = 100 * NS_PER_S  # virtual time of the first frame
 
@@ -444,6 +445,10 @@ def main(argv: list[str] | None = None) -> int:
         chosen = task(args.task or default_task)
         vocab = chosen.vocabulary(args.vocabulary or VOCABULARY_OF.get(args.kind, ""))
         pairs = pairs_of(args)
+        for svlm_path, _ in pairs:
+            problem = model_source_problem(svlm_path, "--svlm-model")
+            if problem is not None:
+                raise ValueError(problem)
         unknown = [m for m in args.methods.split(",") if m not in METHODS]
         if unknown:
             raise ValueError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
@@ -470,8 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     lvlm_own: dict[str, Any] = {}  # per pair: the LVLM's own score on every frame
     names: list[str] = []
     started = time.monotonic()
+    from spotvlm_ros.svlm.qwen import SvlmError
+
     for svlm_path, lvlm_name in pairs:
-        svlm = QwenReplaySvlm(svlm_path, cache, args.max_new_tokens)
+        try:
+            svlm = QwenReplaySvlm(svlm_path, cache, args.max_new_tokens)
+        except SvlmError as exc:
+            print(f"spotvlm-eval: error: {exc}", file=sys.stderr)
+            return 2
         lvlm: ClientReplayLvlm | DetectorReplayLvlm = (
             DetectorReplayLvlm(args.detector_model or DEFAULT_DETECTOR, vocab, cache)
             if lvlm_name == "detector"
