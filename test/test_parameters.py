@@ -242,14 +242,15 @@ def test_the_local_detector_cannot_serve_gestures() -> None:
         (["--svlm-seconds", "fast"], "'fast' is not a number"),
         (["--pairs", "a-model"], "is not SVLM=LVLM"),
         (["--vocabulary", "hagrid"], "task 'objects' takes the vocabularies"),
-        (["--limit", "2"], "'/no/model' does not exist"),
+        (["--svlm-model", "/no/model"], "'/no/model' does not exist"),
     ],
 )
 def test_spotvlm_eval_refuses_bad_arguments_before_any_work(
     arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from spotvlm_ros.evaluation.cli import main
+    from test.helpers.models import tiny_model_dir
 
     bdd = ROOT.parent / "shared" / "data" / "bdd100k_mot"
-    assert main(["bdd100k", str(bdd), "--svlm-model", "/no/model", *arguments]) == 2
+    assert main(["bdd100k", str(bdd), "--svlm-model", str(tiny_model_dir()), *arguments]) == 2
     assert message in capsys.readouterr().err
