@@ -329,7 +329,10 @@ def _task_through_launch(
         assert any(r.status == 0 for r in probe.lvlm), "no LVLM answer reached the graph"
         # the SVLM and the LVLM were asked the task's question, and the server was told
         assert {r.question for r in probe.svlm} == {task_question(name)}
-        assert {a["task"] for a in asked} == {name} and len(asked) == len(probe.lvlm)
+        assert {a["task"] for a in asked} == {name}
+        # every LVLM result came from a request the server saw (one still in flight when the
+        # bag ended is asked but never published: the graph stopped)
+        assert 0 < len(probe.lvlm) <= len(asked)
         report = json.loads((tmp_path / "report" / "report.json").read_text())
         assert report["frames_with_truth"] == frames
         right = sum(set(a.labels) == truth[a.frame_seq] for a in answers)
