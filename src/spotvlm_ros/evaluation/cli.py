@@ -261,7 +261,10 @@ def plot(rows: list[dict[str, Any]], path: Path, note: str, score: str = "micro_
         ax.set_ylabel(f"{label} of the real-time answer")
         ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
+    else:  # e.g. visual tokens of cloud-only runs: there are none
+        ax.text(0.5, 0.5, f"no {score} in these runs", ha="center", transform=ax.transAxes)
     import textwrap
 
     ax.set_title("\n".join(textwrap.wrap(note, 90)), fontsize=8)
