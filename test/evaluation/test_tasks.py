@@ -225,3 +225,72 @@ def test_the_paper_comparison_sweep_writes_its_tables_and_figures(tmp_path: Path
     for name in ("score_vs_latency", "tokens_vs_latency"):
         for n in (1, 2):
             assert (out / f"{name}-{n}.png").stat().st_size > 1000
+
+
+def test_the_qwen_server_stops_at_once_while_generating(tmp_path: Path) -> None:
+    """SIGINT while the qwen backend generates a long reply: the generation ends at its next
+    token and the server exits, instead of holding the shutdown until the reply is done."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+
+    from test.helpers.graph import wait_for
+
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "spotvlm_ros.cloud.server",
+            "--port",
+            str(port),
+            "--latency",
+            "0",
+            "--backend",
+            "qwen",
+            "--qwen-model",
+            str(tiny_model_dir()),
+            "--max-new-tokens",
+            "100000",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    health = f"http://127.0.0.1:{port}/health"
+
+    def state() -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(health, timeout=2) as reply:
+                return dict(json.loads(reply.read()))
+        except OSError:
+            return {}
+
+    try:
+        wait_for(lambda: bool(state()), 120.0, "the server to listen")
+        from spotvlm_ros.cloud.client import LvlmClient, LvlmClientConfig
+
+        async def ask() -> Any:
+            config = LvlmClientConfig(base_url=f"http://127.0.0.1:{port}/v1", max_tokens=32768,
+                                      timeout=600.0, task="caption")  # fmt: skip
+            client = LvlmClient(config)
+            try:
+                return await client.ask(np.full((56, 56, 3), 90, np.uint8), "q")
+            finally:
+                await client.close()
+
+        asking = threading.Thread(target=lambda: asyncio.run(ask()), daemon=True)
+        asking.start()
+        wait_for(lambda: state().get("in_flight") == 1, 60.0, "the request to be generating")
+        server.send_signal(signal.SIGINT)
+        # it ends at the next token, not after 100000 of them (minutes of generation)
+        server.wait(timeout=120)
+        output = (tmp_path / "server.log").read_text()
+        assert server.returncode == 0, output[-2000:]
+        assert "Traceback" not in output, output[-2000:]
+    finally:
+        if server.poll() is None:
+            server.kill()
+        log.close()

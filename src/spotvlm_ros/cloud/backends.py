@@ -30,6 +30,10 @@ class BackendError(Exception):
     """The backend could not be created or could not answer."""
 
 
+class StoppingError(BackendError):
+    """The server is shutting down: a reply in progress was ended (answered with 503)."""
+
+
 class UnsupportedRequestError(BackendError):
     """The request asks for something this backend cannot do (answered with HTTP 400)."""
 
@@ -238,6 +242,16 @@ class QwenBackend:
         self.name = f"qwen:{Path(model_path).name or model_path}"
         self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """The server is stopping: a reply being generated ends at its next token (an error
+        reply), so that shutdown does not wait for a long generation."""
+        self._stopping.set()
+
+    def _check_stopping(self, tokens: int) -> None:
+        if self._stopping.is_set():
+            raise StoppingError(f"the server is shutting down ({tokens} tokens generated)")
 
     def answer(self, image: np.ndarray, prompt: str) -> str:
         """The model's reply (expected to hold bbox_2d JSON when asked for it)."""
@@ -266,5 +280,7 @@ class QwenBackend:
         del task  # a VLM answers whatever the prompt asks
         limit = min(max_tokens or self.max_new_tokens, self.max_new_tokens)
         with self._lock:
-            out = self.svlm.infer(image, prompt, max_new_tokens=limit)
+            out = self.svlm.infer(
+                image, prompt, max_new_tokens=limit, on_token=self._check_stopping
+            )
         return Reply(out.answer, "stop" if out.stopped else "length", out.generated_tokens)

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from spotvlm_ros.cloud.backends import (
     DEFAULT_DETECTOR,
     Backend,
     BackendError,
+    StoppingError,
     UnsupportedRequestError,
 )
 from spotvlm_ros.cloud.faults import (
@@ -378,6 +380,9 @@ def create_app(config: ServerConfig, backend: Backend) -> FastAPI:
             )
         except ApiError as exc:
             return error(exc)
+        except StoppingError as exc:  # the server is shutting down: no traceback for it
+            LOG.info("%s", exc)
+            return error(ApiError(503, str(exc), kind="server_error"))
         except Exception as exc:  # a backend failure must not take the server down
             LOG.exception("backend failure")
             return error(
@@ -522,13 +527,29 @@ def main(argv: list[str] | None = None) -> int:
         args.host,
         args.port,
     )
-    uvicorn.run(
-        create_app(config, backend),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, which also tells the backend to stop at SIGINT/SIGTERM: a
+        generation in progress ends at its next token instead of holding the shutdown."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            stop = getattr(backend, "stop", None)
+            if stop is not None:
+                stop()
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            create_app(config, backend),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
     )
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again at the end
+        server.run()
     return 0
 
 
