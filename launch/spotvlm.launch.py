@@ -131,6 +131,8 @@ def graph(context: LaunchContext) -> list[Any]:
             node(
                 "cloud_bridge",
                 {
+                    **preset.overrides.get("cloud_bridge", {}),
+                    "deadline_s": deadline,
                     "base_url": values["base_url"],
                     "model": values["lvlm_model"],
                     "api_key_env": values["api_key_env"],

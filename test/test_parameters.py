@@ -88,10 +88,32 @@ def test_the_launch_file_checks_the_method() -> None:
     values.update(model_path=str(tiny_model_dir()), cloud="false", method="fastest")
     with pytest.raises(launch_args.LaunchArgumentError, match="method:='fastest' must be one"):
         launch_args.check(values)
-    for offline in ("cloud_only", "distributed_vlm", "adas", "laecips"):
+    for offline in ("cloud_only", "distributed_vlm"):
         values["method"] = offline
         with pytest.raises(launch_args.LaunchArgumentError, match="spotvlm-eval"):
             launch_args.check(values)
+    for live in ("edge_only", "crm", "crm_ggvr", "spotvlm", "adas", "laecips"):
+        values["method"] = live
+        launch_args.check(values)
+
+
+def test_the_live_baselines_set_one_rule_across_their_nodes() -> None:
+    """ADAS and LAECIPS in the live graph: cloud_bridge's upload rule, and what the SVLM's
+    side needs of it (skip the offloaded frames; ask the cloud when unsure), with the same
+    threshold as the replay."""
+    from spotvlm_ros.core.engine import UploadRule
+    from spotvlm_ros.evaluation.replay import ReplayConfig
+
+    adas, laecips = PRESETS["adas"].overrides, PRESETS["laecips"].overrides
+    assert adas["cloud_bridge"] == {"upload_rule": UploadRule.ADAS.value}
+    assert adas["svlm_node"]["skip_offloaded"] is True
+    assert laecips["cloud_bridge"] == {"upload_rule": UploadRule.LAECIPS.value}
+    assert laecips["svlm_node"]["laecips_threshold"] == ReplayConfig().laecips_threshold > 0
+    assert default("cloud_bridge", "upload_rule") == UploadRule.POLICY.value
+    assert default("svlm_node", "laecips_threshold") == 0.0
+    assert default("cloud_bridge", "adas_probe_s") == ReplayConfig().adas_probe_s
+    for name in ("edge_only", "crm", "crm_ggvr", "spotvlm"):
+        assert "cloud_bridge" not in PRESETS[name].overrides
 
 
 def test_presets_set_only_declared_parameters_and_match_their_flags() -> None:

@@ -54,7 +54,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
         DEFAULT_PRESET,
         "the paper's variant: "
         + "; ".join(f"{p.name} ({p.description})" for p in PRESETS.values() if p.live)
-        + " (cloud_only and the baselines are evaluated offline: spotvlm-eval)",
+        + " (cloud_only and distributed_vlm are evaluated offline: spotvlm-eval)",
     ),
     "task": (
         parameters.TASK,

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from spotvlm_ros.core.baselines import ADAS_PROBE_S, LAECIPS_THRESHOLD
 from spotvlm_ros.core.context import ContextConfig
-from spotvlm_ros.core.engine import InputRules
+from spotvlm_ros.core.engine import InputRules, UploadRule
 from spotvlm_ros.core.policy import UploadPolicyConfig
 from spotvlm_ros.core.task import DEFAULT_DEADLINE_S, DEFAULT_TASK
 
@@ -162,6 +163,21 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
             "give the SVLM the history (context replacement); false: each frame alone "
             "(the edge-only baseline)",
         ),
+        _p(
+            "laecips_threshold",
+            0.0,
+            "LAECIPS's gate: an answer whose confidence (probability per token) is below "
+            "this asks the cloud (SvlmResult.cloud_requested); 0: never (the laecips preset "
+            f"sets {LAECIPS_THRESHOLD:g})",
+            0.0,
+            1.0,
+        ),
+        _p(
+            "skip_offloaded",
+            False,
+            "ADAS: a frame cloud_bridge offloaded (spotvlm/uploads) is not answered here "
+            "(answered as dropped) unless already started",
+        ),
         _p("ggvr", _RULES.ggvr, "grounding-guided token pruning with the cloud's ROIs"),
         _p("gtvr", _RULES.gtvr, "grounding-tracked token reweighting with the cloud's ROIs"),
         _p(
@@ -276,6 +292,28 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
             False,
             "ask for the ROI JSON through response_format with a JSON schema (vLLM, SGLang); "
             "a server that refuses it is asked plainly from then on",
+        ),
+        _p(
+            "upload_rule",
+            UploadRule.POLICY.value,
+            "which frames go to the cloud: policy (upload_mode, when a frame arrives), adas "
+            "(while the cloud is predicted to answer within deadline_s) or laecips (a frame "
+            "the SVLM is unsure of, after its answer: SvlmResult.cloud_requested)",
+        ),
+        _p(
+            "deadline_s",
+            DEADLINE_S,
+            "upload_rule adas: the cloud is used while its predicted round trip is within this [s]",
+            0.01,
+            60.0,
+        ),
+        _p(
+            "adas_probe_s",
+            ADAS_PROBE_S,
+            "upload_rule adas: while the cloud is predicted late, one frame is still sent this "
+            "often [s]",
+            0.1,
+            3600.0,
         ),
         _p("upload_mode", _UPLOAD.mode.value, "every_frame, latency_adaptive or fixed_stride"),
         _p("upload_stride", _UPLOAD.stride, "fixed_stride: upload every Nth frame", 1, 1000),
@@ -394,8 +432,10 @@ class Preset:
 
     @property
     def live(self) -> bool:
-        """Whether the live graph runs it (``method:=``); the others are offline only."""
-        return self.svlm and not self.baseline
+        """Whether the live graph runs it (``method:=``): every preset with the SVLM (the
+        baselines ADAS and LAECIPS through their upload rules); cloud-only and Distributed
+        VLM are offline only (an OpenAI-compatible server takes images, not features)."""
+        return self.svlm
 
 
 def _preset(
@@ -410,8 +450,14 @@ def _preset(
     baseline: str = "",
 ) -> Preset:
     overrides: dict[str, dict[str, Value]] = {}
-    if svlm and not baseline:
+    if svlm:
         overrides["svlm_node"] = {"use_context": crm, "ggvr": ggvr, "gtvr": gtvr}
+    if baseline == "adas":
+        overrides["svlm_node"]["skip_offloaded"] = True
+        overrides["cloud_bridge"] = {"upload_rule": UploadRule.ADAS.value}
+    if baseline == "laecips":
+        overrides["svlm_node"]["laecips_threshold"] = LAECIPS_THRESHOLD
+        overrides["cloud_bridge"] = {"upload_rule": UploadRule.LAECIPS.value}
     return Preset(name, description, svlm, lvlm, crm, ggvr, gtvr, overrides, baseline)
 
 
@@ -499,6 +545,6 @@ PRESETS: dict[str, Preset] = {
     )
 }
 """edge-only, cloud-only, SpotVLM with its ablations (spotvlm = CRM + GGVR + GTVR), and the
-paper's baselines (offline: spotvlm-eval)."""
+paper's baselines (ADAS and LAECIPS also live; Distributed VLM offline only)."""
 
 DEFAULT_PRESET = "spotvlm"

@@ -27,6 +27,15 @@ from dataclasses import dataclass
 
 from spotvlm_ros.core.types import Stamp, seconds_between
 
+LAECIPS_THRESHOLD = 0.5
+"""The confidence below which LAECIPS asks the cloud (the SVLM's answer probability per
+token: 0.5 is an even chance per token)."""
+
+ADAS_PROBE_S = 5.0
+"""While the cloud is predicted late, the ADAS proxy still sends one frame this often."""
+
+OFFLOADED = "offloaded to the cloud (ADAS): the cloud answers this frame, not the SVLM"
+
 
 @dataclass(frozen=True)
 class DistributedVlmConfig:
@@ -63,7 +72,7 @@ class LatencyAwareOffload:
 
     deadline_s: float
     alpha: float = 0.3
-    probe_s: float = 5.0
+    probe_s: float = ADAS_PROBE_S
     predicted_s: float | None = None
     last_sent: Stamp | None = None
 
@@ -77,7 +86,8 @@ class LatencyAwareOffload:
         return False
 
     def observe(self, round_trip_s: float) -> None:
-        """A request's round trip, measured when its answer came."""
+        """A request's round trip, measured when its answer came (a request that failed
+        counts as at least twice the deadline: a cloud that fails is not one in time)."""
         if self.predicted_s is None:
             self.predicted_s = round_trip_s
         else:

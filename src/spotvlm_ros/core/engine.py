@@ -13,8 +13,8 @@ each part belongs to the node that owns its state.
 - :func:`svlm_inputs` (svlm_node): what the SVLM gets for a frame: the history shown to
   it, compressed, as prompt text or chat turns, and the ROIs if they are older than the
   frame and young enough.
-- :class:`Uploads` (cloud_bridge): the upload decision, and one :meth:`Uploads.on_outcome`
-  for every request's end.
+- :class:`Uploads` (cloud_bridge): the upload decision (SpotVLM's policy, or a baseline's
+  rule: :class:`UploadRule`), and one :meth:`Uploads.on_outcome` for every request's end.
 - arbitration at the deadline is :class:`spotvlm_ros.core.arbiter.LiveArbiter`
   (context_manager).
 
@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from spotvlm_ros.core.baselines import LatencyAwareOffload, is_hard
 from spotvlm_ros.core.compression import ContextCompressor
 from spotvlm_ros.core.context import (
     ContextConfig,
@@ -197,22 +198,68 @@ class RequestEnd(enum.Enum):
     FAILED = "failed"  # refused, unreachable, or never sent: says nothing of the speed
 
 
+def svlm_unsure(confidence: float, threshold: float) -> bool:
+    """Whether the SVLM asks the cloud about its frame (LAECIPS's gate, svlm_node's
+    ``laecips_threshold``; 0 turns it off)."""
+    return threshold > 0.0 and is_hard(confidence, threshold)
+
+
+class UploadRule(enum.Enum):
+    """Which rule picks the frames the cloud answers."""
+
+    POLICY = "policy"  # SpotVLM and cloud-only: the upload policy, when the frame arrives
+    ADAS = "adas"  # when the frame arrives, while the cloud is predicted in time; the
+    #               SVLM does not answer an offloaded frame (core.baselines)
+    LAECIPS = "laecips"  # after the SVLM's answer, when it is unsure (core.baselines)
+
+
 @dataclass
 class Uploads:
-    """One camera's uploads: the policy's decision, and every request's end fed back."""
+    """One camera's uploads: the rule's decision, and every request's end fed back.
+
+    Under ``UploadRule.POLICY`` the :class:`UploadPolicy` decides (and learns from every
+    end); the baselines' rules decide by themselves (``policy`` is then left untouched)."""
 
     policy: UploadPolicy = field(default_factory=UploadPolicy)
+    rule: UploadRule = UploadRule.POLICY
+    deadline_s: float = 1.0  # ADAS predicts against it
+    offload: LatencyAwareOffload = field(init=False)  # ADAS's prediction
     skipped: int = 0  # frames the policy did not upload
     backoffs: int = 0  # BUSY ends that slowed the uploads down
 
+    def __post_init__(self) -> None:
+        self.offload = LatencyAwareOffload(self.deadline_s)
+
     def decide(self, stamp: Stamp, now: Stamp) -> UploadDecision:
-        """Whether to upload the frame at ``stamp``; an upload is recorded as sent."""
+        """Whether to upload the frame at ``stamp`` when it arrives; an upload is recorded
+        as sent."""
+        if self.rule is UploadRule.LAECIPS:
+            return UploadDecision(False, "LAECIPS asks the cloud after the SVLM, if unsure")
+        if self.rule is UploadRule.ADAS:
+            if self.offload.decide(now):
+                return UploadDecision(True, "ADAS: the cloud is predicted in time (or probed)")
+            self.skipped += 1
+            predicted = self.offload.predicted_s or 0.0
+            return UploadDecision(
+                False, f"ADAS: the cloud is predicted late ({predicted:.2f} s round trip)"
+            )
         decision = self.policy.decide(stamp, now)
         if decision.upload:
             self.policy.on_sent(stamp, now)
         else:
             self.skipped += 1
         return decision
+
+    def decide_after_svlm(self, cloud_requested: bool) -> UploadDecision:
+        """Whether to upload a frame once the SVLM has answered it (LAECIPS: when the SVLM
+        asked for the cloud, being unsure: :func:`svlm_unsure`; the other rules decided
+        when the frame arrived)."""
+        if self.rule is not UploadRule.LAECIPS:
+            return UploadDecision(False, "decided when the frame arrived")
+        if cloud_requested:
+            return UploadDecision(True, "LAECIPS: the SVLM is unsure")
+        self.skipped += 1
+        return UploadDecision(False, "LAECIPS: the SVLM is sure enough")
 
     def on_outcome(
         self,
@@ -222,7 +269,17 @@ class Uploads:
         latency: float | None = None,
         retry_after_s: float | None = None,
     ) -> None:
-        """The request for the frame at ``stamp`` ended at ``now``."""
+        """The request for the frame at ``stamp`` ended at ``now``; ``latency``: its round
+        trip (s), or the time waited."""
+        if self.rule is UploadRule.ADAS:
+            waited = latency or 0.0
+            if end is RequestEnd.ANSWERED:
+                self.offload.observe(waited)
+            else:  # a cloud that fails is not one in time
+                self.offload.observe(max(waited, 2 * self.deadline_s))
+            return
+        if self.rule is UploadRule.LAECIPS:
+            return
         if end is RequestEnd.BUSY:
             self.policy.on_finished(stamp, None)
             self.policy.back_off(now, retry_after_s if retry_after_s is not None else 1.0)

@@ -55,6 +55,15 @@ class LatestWorker(Generic[T]):
         with self._ready:
             return self._slot.take()
 
+    def withdraw(self, match: Callable[[T], bool]) -> T | None:
+        """Withdraw the waiting item if ``match`` says so (returned); the item in progress,
+        if any, is not touched."""
+        with self._ready:
+            waiting = self._slot.waiting
+            if waiting is None or not match(waiting):
+                return None
+            return self._slot.take()
+
     def close(self, timeout: float = 30.0) -> None:
         """Stop after the item in progress (a waiting one is withdrawn, not handled)."""
         with self._ready:

@@ -22,7 +22,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from spotvlm_ros.core.arbiter import Arbiter, Candidate, Decision, LiveArbiter
-from spotvlm_ros.core.baselines import DistributedVlmConfig, LatencyAwareOffload, is_hard
+from spotvlm_ros.core.baselines import (
+    ADAS_PROBE_S,
+    LAECIPS_THRESHOLD,
+    OFFLOADED,
+    DistributedVlmConfig,
+)
 from spotvlm_ros.core.compression import ContextCompressor, CountTokens, count_words
 from spotvlm_ros.core.context import ContextConfig
 from spotvlm_ros.core.engine import (
@@ -32,8 +37,10 @@ from spotvlm_ros.core.engine import (
     InputRules,
     RequestEnd,
     SvlmInputs,
+    UploadRule,
     Uploads,
     svlm_inputs,
+    svlm_unsure,
     too_late,
 )
 from spotvlm_ros.core.evaluation import Correct, EvaluationLog, same_set
@@ -117,8 +124,8 @@ class ReplayConfig:
     history_form: str = InputRules().history_form
     # the baselines' own settings (core.baselines; docs/evaluation.md states each)
     distributed: DistributedVlmConfig = field(default_factory=DistributedVlmConfig)
-    adas_probe_s: float = 5.0
-    laecips_threshold: float = 0.5
+    adas_probe_s: float = ADAS_PROBE_S
+    laecips_threshold: float = LAECIPS_THRESHOLD
 
 
 @dataclass
@@ -186,8 +193,12 @@ class _Run:
         # context_manager's
         self.context = ContextState(cfg.context)
         self.arbiter = LiveArbiter(Arbiter(cfg.deadline), max_pending=1 << 30)
-        # cloud_bridge's
-        self.uploads = Uploads(UploadPolicy(upload))
+        # cloud_bridge's (a baseline's rule, or the upload policy)
+        rule = {"adas": UploadRule.ADAS, "laecips": UploadRule.LAECIPS}.get(
+            method.baseline, UploadRule.POLICY
+        )
+        self.uploads = Uploads(UploadPolicy(upload), rule, cfg.deadline)
+        self.uploads.offload.probe_s = cfg.adas_probe_s
         # svlm_node's
         self.slot: FrameSlot[int] = FrameSlot()
         self.busy = False
@@ -201,11 +212,9 @@ class _Run:
             history_form=cfg.history_form,
             use_history=method.crm,
         )
-        # the baselines' (core.baselines)
-        self.offload = LatencyAwareOffload(cfg.deadline, probe_s=cfg.adas_probe_s)
+        # Distributed VLM's (core.baselines)
         self.encoder: FrameSlot[int] = FrameSlot()  # Distributed VLM's edge encoder
         self.encoding = False
-        self._by_policy: set[Stamp] = set()  # uploads the upload policy decided
         self.events: list[Event] = []
         self._queue: list[tuple[Stamp, int, int, Any]] = []
         self._order = itertools.count()
@@ -244,29 +253,18 @@ class _Run:
             self.encoder.offer(i)  # a frame still waiting is superseded: no answer for it
             if not self.encoding:
                 self.encode_next(now)
-        elif self.lvlm is not None and self.uploads_at_arrival(frame.stamp, now):
+        elif self.lvlm is not None and self.uploads.decide(frame.stamp, now).upload:
             self.upload(i, now)
-            if self.method.baseline == "adas":
-                return  # ADAS offloads the frame: the cloud answers it, not the SVLM
+            if self.uploads.rule is UploadRule.ADAS:  # the cloud answers it, not the SVLM
+                if self.svlm is not None:
+                    self.dropped(i, OFFLOADED, now)
+                return
         if self.svlm is not None:
             superseded = self.slot.offer(i)
             if superseded is not None:
                 self.dropped(superseded, SUPERSEDED, now)
             if not self.busy:
                 self.start_next(now)
-
-    def uploads_at_arrival(self, stamp: Stamp, now: Stamp) -> bool:
-        """Whether the frame arriving now is uploaded: by the upload policy, or by a
-        baseline's own rule (ADAS: while the cloud is predicted in time; LAECIPS: not now,
-        after the SVLM, if it is unsure)."""
-        if self.method.baseline == "adas":
-            return self.offload.decide(now)
-        if self.method.baseline == "laecips":
-            return False
-        if self.uploads.decide(stamp, now).upload:
-            self._by_policy.add(stamp)
-            return True
-        return False
 
     def upload(self, i: int, now: Stamp, before_cloud_s: float = 0.0) -> None:
         """Frame i goes to the cloud at ``now``; its answer arrives ``before_cloud_s`` (the
@@ -300,21 +298,14 @@ class _Run:
 
     def on_lvlm(self, i: int, answer: LvlmAnswer, sent: Stamp, now: Stamp) -> None:
         stamp = self.frames[i].stamp
-        by_policy = stamp in self._by_policy
-        self._by_policy.discard(stamp)
         if answer.error:  # as cloud_bridge's failed request: no answer will come
-            if by_policy:
-                self.uploads.on_outcome(stamp, now, answer.end, seconds_between(sent, now))
-            if self.method.baseline == "adas":  # a cloud that fails is not one in time
-                self.offload.observe(max(seconds_between(sent, now), 2 * self.cfg.deadline))
+            end = RequestEnd.FAILED if answer.end is RequestEnd.ANSWERED else answer.end
+            self.uploads.on_outcome(stamp, now, end, seconds_between(sent, now))
             self.events.append(Event("lvlm", stamp, None, time=now))
             decision = self.arbiter.expect_lvlm(stamp, False)
             self.decided([decision] if decision else [], now)
             return
-        if by_policy:
-            self.uploads.on_outcome(stamp, now, RequestEnd.ANSWERED, seconds_between(stamp, now))
-        if self.method.baseline == "adas":
-            self.offload.observe(seconds_between(sent, now))
+        self.uploads.on_outcome(stamp, now, RequestEnd.ANSWERED, seconds_between(sent, now))
         self.events.append(Event("lvlm", stamp, answer.labels, time=now))
         # context_manager
         self.context.on_lvlm(stamp, answer.answer, answer.rois, now, self.question)
@@ -361,11 +352,10 @@ class _Run:
         # svlm_node takes the waiting frame at once, with the context it holds: its own
         # answer reaches the history only through context_manager, after the round trip
         self.start_next(now)
-        if (
-            self.method.baseline == "laecips"
-            and self.lvlm is not None
-            and is_hard(out.confidence, self.cfg.laecips_threshold)
-        ):
+        unsure = self.method.baseline == "laecips" and svlm_unsure(
+            out.confidence, self.cfg.laecips_threshold
+        )  # svlm_node's laecips_threshold (set by the laecips preset only)
+        if self.lvlm is not None and self.uploads.decide_after_svlm(unsure).upload:
             self.upload(i, now)  # before the SVLM's answer is offered: the LVLM's may replace it
         # context_manager
         self.context.on_svlm(stamp, self.question, out.answer)

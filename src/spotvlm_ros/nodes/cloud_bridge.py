@@ -13,13 +13,13 @@ import functools
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, replace
 
 from rclpy.node import Node
 from std_msgs.msg import Header
 
-from spotvlm_msgs.msg import Frame, LvlmResult
+from spotvlm_msgs.msg import Frame, LvlmResult, SvlmResult
 from spotvlm_ros.cloud.client import (
     LvlmClient,
     LvlmClientConfig,
@@ -27,11 +27,12 @@ from spotvlm_ros.cloud.client import (
     OutcomeKind,
     request_end,
 )
-from spotvlm_ros.core.engine import RequestEnd, Uploads
+from spotvlm_ros.core.engine import RequestEnd, UploadRule, Uploads
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.parsing import Coordinates, dropped_box_reasons
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
 from spotvlm_ros.core.task import task_question
+from spotvlm_ros.core.types import Stamp, seconds_between
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
@@ -51,6 +52,10 @@ STATUS_OF = {
     OutcomeKind.REJECTED: LvlmResult.STATUS_REJECTED,
     OutcomeKind.BUSY: LvlmResult.STATUS_REJECTED,
 }
+
+
+HELD_FRAMES = 16
+"""LAECIPS: the most recent frames cloud_bridge keeps for the SVLM's requests."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,19 @@ class CloudBridge(Node):
                 client_config, user=self.get_namespace().strip("/") or "spotvlm"
             )
         self.client_config = client_config
-        self.uploads = Uploads(UploadPolicy(policy_config))
+        self.deadline_s = float(declare(self, "cloud_bridge", "deadline_s"))
+        try:
+            rule = UploadRule(declare(self, "cloud_bridge", "upload_rule"))
+        except ValueError as exc:
+            raise StartupError(
+                f"cloud_bridge: bad parameter: upload_rule must be one of "
+                f"{', '.join(r.value for r in UploadRule)} ({exc})"
+            ) from exc
+        self.uploads = Uploads(UploadPolicy(policy_config), rule, self.deadline_s)
+        self.uploads.offload.probe_s = declare(self, "cloud_bridge", "adas_probe_s")
         self.policy = self.uploads.policy
+        self._held: OrderedDict[Stamp, Frame] = OrderedDict()  # LAECIPS: recent frames
+        self.not_held = 0  # LAECIPS: frames asked for after they were let go
         self._policy_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
         self._latencies = RecentValues(60.0)  # answered requests' latencies [s]
@@ -138,13 +154,23 @@ class CloudBridge(Node):
             self._loop.call_soon_threadsafe(self._loop.stop)
             raise StartupError(f"cloud_bridge: bad parameter: {exc}") from exc
         self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS)
+        if self.uploads.rule is UploadRule.LAECIPS:
+            self.create_subscription(SvlmResult, topics.SVLM_RESULT, self._on_svlm, qos.RESULTS)
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
             f"LVLM {client_config.model} at {client_config.base_url} "
             f"({len(client_config.urls)} endpoint(s)), user {client_config.user!r}; "
-            f"upload {policy_config.mode.value}, "
+            f"upload {self._upload_text(policy_config)}, "
             f"max {client_config.max_in_flight} in flight, timeout {client_config.timeout} s"
         )
+
+    def _upload_text(self, policy_config: UploadPolicyConfig) -> str:
+        rule = self.uploads.rule
+        if rule is UploadRule.ADAS:
+            return f"rule adas (while the cloud is predicted within {self.deadline_s} s)"
+        if rule is UploadRule.LAECIPS:
+            return "rule laecips (the frames the SVLM is unsure of)"
+        return policy_config.mode.value
 
     async def _make_client(self) -> LvlmClient:
         return LvlmClient(self.client_config)
@@ -152,9 +178,41 @@ class CloudBridge(Node):
     def _on_frame(self, frame: Frame) -> None:
         stamp = stamp_of(frame.header.stamp)
         now = self.get_clock().now().nanoseconds
+        if self.uploads.rule is UploadRule.LAECIPS:  # asked for after the SVLM's answer
+            with self._policy_lock:
+                self._held[stamp] = frame
+                while len(self._held) > HELD_FRAMES or (
+                    seconds_between(next(iter(self._held)), now) > self.deadline_s
+                ):
+                    self._held.popitem(last=False)
+            return
         with self._policy_lock:
             if not self.uploads.decide(stamp, now).upload:
                 return
+        self._send(frame, stamp, now)
+
+    def _on_svlm(self, result: SvlmResult) -> None:
+        """LAECIPS: the SVLM is unsure of a frame: ask the cloud about it."""
+        if result.status != SvlmResult.STATUS_OK:
+            return
+        stamp = stamp_of(result.header.stamp)
+        with self._policy_lock:
+            if not self.uploads.decide_after_svlm(result.cloud_requested).upload:
+                return
+            frame = self._held.pop(stamp, None)
+        if frame is None:  # said at once, so that context_manager does not wait for it
+            self.not_held += 1
+            held = Frame(header=result.header, seq=result.frame_seq)
+            why = (
+                "the SVLM asked for the cloud, but the frame is no longer held "
+                f"(cloud_bridge keeps the last {HELD_FRAMES} frames within deadline_s)"
+            )
+            self._publish(held, LvlmOutcome(OutcomeKind.BAD_INPUT, 0.0, error=why))
+            return
+        self._send(frame, stamp, self.get_clock().now().nanoseconds)
+
+    def _send(self, frame: Frame, stamp: Stamp, now: Stamp) -> None:
+        """Upload the frame (the rule decided so)."""
         try:
             rgb = image_to_rgb(frame.image, self.config.max_input_pixels)
         except ImageError as exc:
@@ -290,6 +348,8 @@ class CloudBridge(Node):
             "failing_for_s": failing,
             "in_flight": self.policy.in_flight,
             "skipped_by_policy": self.uploads.skipped,
+            "upload_rule": self.uploads.rule.value,
+            **self._rule_values(),
             "truncated_replies": self.truncated,
             "rois_cut": self.rois_cut,
             "replies_too_large": self.too_large,
@@ -310,6 +370,14 @@ class CloudBridge(Node):
         }
         url = self.client_config.base_url
         self._diagnostics.publish([status("cloud_bridge: LVLM", url, level, message, values)])
+
+    def _rule_values(self) -> dict[str, object]:
+        """The baselines' rules' own diagnostics."""
+        if self.uploads.rule is UploadRule.ADAS:
+            return {"adas_predicted_round_trip_s": self.uploads.offload.predicted_s}
+        if self.uploads.rule is UploadRule.LAECIPS:
+            return {"laecips_not_held": self.not_held}
+        return {}
 
     def close(self) -> None:
         """Close the HTTP client and stop its loop."""

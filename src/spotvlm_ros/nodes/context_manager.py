@@ -215,6 +215,8 @@ class ContextManager(Node):
             self.state.on_svlm(stamp, bounded_text(result.question), answer)
             labels = frozenset(result.labels[:MAX_LABELS_IN])
             candidate = Candidate(Source.SVLM, answer, labels, self._now())
+            if result.cloud_requested:  # LAECIPS: the cloud's answer may replace it in time
+                self.arbiter.expect_lvlm(stamp)
             decision = self.arbiter.offer(stamp, candidate)
             decided = [decision] if decision else []
             update = self._context_update()

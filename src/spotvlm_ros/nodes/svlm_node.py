@@ -23,19 +23,22 @@ import os
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from std_msgs.msg import Header
 
 from spotvlm_msgs.msg import ContextUpdate, Frame, SvlmResult
+from spotvlm_ros.core.baselines import OFFLOADED
 from spotvlm_ros.core.compression import ContextCompressor
 from spotvlm_ros.core.context import ContextConfig, ContextReplacement, HistoryEntry
-from spotvlm_ros.core.engine import SUPERSEDED, InputRules, svlm_inputs, too_late
+from spotvlm_ros.core.engine import SUPERSEDED, InputRules, svlm_inputs, svlm_unsure, too_late
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.task import task, task_question
-from spotvlm_ros.core.types import NS_PER_S, Roi, seconds_between
+from spotvlm_ros.core.types import NS_PER_S, Roi, Stamp, seconds_between
 from spotvlm_ros.core.worker import LatestWorker
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
@@ -55,6 +58,10 @@ from spotvlm_ros.ros.params import STARTUP_ONLY, declare, declared, read_once
 from spotvlm_ros.ros.spin import run_node
 from spotvlm_ros.svlm.hold import HOLD_DIR_VARIABLE, GenerationHold
 
+OFFLOADED_KEPT = 256
+"""ADAS: how many offloaded frames' stamps svlm_node remembers (a frame arrives within
+moments of its upload notice)."""
+
 
 @dataclass(frozen=True)
 class SvlmNodeConfig:
@@ -71,6 +78,8 @@ class SvlmNodeConfig:
     history_form: str
     max_input_pixels: int
     context_budget_tokens: int
+    laecips_threshold: float = 0.0
+    skip_offloaded: bool = False
 
 
 class SvlmNode(LifecycleNode):
@@ -81,6 +90,7 @@ class SvlmNode(LifecycleNode):
         self._read_parameters(self.declare_and_read)
         self._context_lock = threading.Lock()
         self._latest_context: ReceivedContext | None = None
+        self._offloaded: OrderedDict[Stamp, None] = OrderedDict()  # ADAS: the cloud's frames
         self._active = False
         self.backend: Any = None
         self.compressor: Any = None  # made with the backend's tokenizer at configure
@@ -99,6 +109,8 @@ class SvlmNode(LifecycleNode):
             "errors": 0,
             "ignored_inactive": 0,
             "bad_context": 0,
+            "offloaded": 0,
+            "cloud_requested": 0,
         }
         self.error_after_s = declare(self, "svlm_node", "error_after_s")
         self._streak = FailureStreak()
@@ -180,6 +192,8 @@ class SvlmNode(LifecycleNode):
             history_form=d("history_form"),
             max_input_pixels=d("max_input_pixels"),
             context_budget_tokens=d("context_budget_tokens"),
+            laecips_threshold=d("laecips_threshold"),
+            skip_offloaded=d("skip_offloaded"),
         )
         threads = d("torch_threads")
         self.torch_threads = int(threads) or cpu_threads_for_model()
@@ -252,6 +266,10 @@ class SvlmNode(LifecycleNode):
             self.create_subscription(ContextUpdate, topics.CONTEXT, self._on_context, qos.LATCHED),
             self.create_subscription(Frame, topics.FRAME, self._on_frame, qos.RESULTS),
         ]
+        if self.config.skip_offloaded:  # ADAS: the frames cloud_bridge sent are the cloud's
+            self._inputs.append(
+                self.create_subscription(Header, topics.UPLOADS, self._on_upload, qos.RESULTS)
+            )
         self._worker = LatestWorker(
             "svlm_worker",
             self._process,
@@ -369,9 +387,38 @@ class SvlmNode(LifecycleNode):
                 throttle_duration_sec=10.0,
             )
             return
+        if self._was_offloaded(frame):
+            return
         worker = self._worker
         if worker is not None:
             worker.offer(frame)
+
+    def _on_upload(self, header: Header) -> None:
+        """ADAS (skip_offloaded): cloud_bridge sent the frame at this stamp to the cloud; a
+        waiting frame of that stamp is left to it (one already started is answered)."""
+        stamp = stamp_of(header.stamp)
+        with self._context_lock:
+            self._offloaded[stamp] = None
+            while len(self._offloaded) > OFFLOADED_KEPT:
+                self._offloaded.popitem(last=False)
+        worker = self._worker
+        if worker is not None:
+            frame = worker.withdraw(lambda f: stamp_of(f.header.stamp) == stamp)
+            if frame is not None:
+                self._publish_offloaded(frame)
+
+    def _was_offloaded(self, frame: Frame) -> bool:
+        """ADAS: whether the frame is the cloud's (then it is answered as dropped here)."""
+        if not self.config.skip_offloaded:
+            return False
+        with self._context_lock:
+            offloaded = stamp_of(frame.header.stamp) in self._offloaded
+        if offloaded:
+            self._publish_offloaded(frame)
+        return offloaded
+
+    def _publish_offloaded(self, frame: Frame) -> None:
+        self._publish_dropped(frame, OFFLOADED, counted_as="offloaded")
 
     def _on_context(self, update: ContextUpdate) -> None:
         """Convert (and bound) the context once, as it arrives: a bad update from any
@@ -410,6 +457,8 @@ class SvlmNode(LifecycleNode):
 
         with self._context_lock:
             context = self._latest_context
+        if self._was_offloaded(frame):
+            return
         stamp = stamp_of(frame.header.stamp)
         started = self.get_clock().now().nanoseconds
         why = too_late(stamp, started, self.config.deadline_s)
@@ -456,6 +505,10 @@ class SvlmNode(LifecycleNode):
         result.ggvr_applied = out.ggvr_applied
         result.gtvr_applied = out.gtvr_applied
         result.focus_note = out.focus_note
+        result.confidence = float(out.confidence)
+        result.cloud_requested = svlm_unsure(out.confidence, self.config.laecips_threshold)
+        if result.cloud_requested:
+            self.counts["cloud_requested"] += 1
         self.counts["answered"] += 1
         self._publish(result)
 
@@ -464,9 +517,12 @@ class SvlmNode(LifecycleNode):
         result.model, result.status, result.error = self.model_name, status, error
         return result
 
-    def _publish_dropped(self, frame: Frame, why: str) -> None:
-        self.counts["dropped"] += 1
-        self.get_logger().warning(f"dropped frame {frame.seq}: {why}", throttle_duration_sec=5.0)
+    def _publish_dropped(self, frame: Frame, why: str, counted_as: str = "dropped") -> None:
+        self.counts[counted_as] += 1
+        if counted_as == "dropped":
+            self.get_logger().warning(
+                f"dropped frame {frame.seq}: {why}", throttle_duration_sec=5.0
+            )
         self._publish(self._result(frame, SvlmResult.STATUS_DROPPED, error=why))
 
     def _publish(self, result: SvlmResult) -> None:
