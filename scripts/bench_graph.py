@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
+import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -130,7 +132,257 @@ def run(name: str, frames: list, args: argparse.Namespace, executor: str, cloud:
     return result
 
 
-def report(runs: list[Run], args: argparse.Namespace) -> str:
+class BenchProbe:
+    """A plain rclpy node in this process: publishes images, records what comes back, and
+    asks a node's parameter service."""
+
+    def __init__(self, name: str, answers: str, answer_type: type) -> None:
+        import threading
+
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import Image
+
+        if not rclpy.ok():
+            rclpy.init()
+        self.node = rclpy.create_node(name)
+        self.publishers: dict[str, object] = {}
+        self.image_type = Image
+        self.arrivals: dict[int, tuple[int, str]] = {}  # stamp -> (arrival ns, how)
+        self.node.create_subscription(answer_type, answers, self._on_answer, 10)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_answer(self, msg: object) -> None:
+        from spotvlm_ros.ros.convert import stamp_of
+
+        header = getattr(msg, "header", msg)
+        how = getattr(header, "frame_id", "")
+        now = self.node.get_clock().now().nanoseconds
+        self.arrivals.setdefault(stamp_of(header.stamp), (now, how))  # type: ignore[attr-defined]
+
+    def publish(self, topic: str, bgr: object) -> int:
+        if topic not in self.publishers:
+            self.publishers[topic] = self.node.create_publisher(self.image_type, topic, 10)
+        height, width = bgr.shape[:2]  # type: ignore[attr-defined]
+        now = self.node.get_clock().now()
+        msg = self.image_type(height=height, width=width, encoding="bgr8", step=width * 3)
+        msg.header.stamp = now.to_msg()
+        msg.header.frame_id = "camera"
+        msg.data = bgr.tobytes()  # type: ignore[attr-defined]
+        self.publishers[topic].publish(msg)  # type: ignore[attr-defined]
+        return int(now.nanoseconds)
+
+    def publish_at(self, topic: str, frames: list, hz: float) -> list[int]:
+        stamps: list[int] = []
+        start = time.monotonic()
+        for i, frame in enumerate(frames):
+            time.sleep(max(0.0, start + i / hz - time.monotonic()))
+            stamps.append(self.publish(topic, frame))
+        return stamps
+
+    def parameter_latencies(self, service: str, stop: object) -> list[float]:
+        """Ask ``service`` (GetParameters) every 0.25 s until ``stop`` is set; each call's
+        round trip (s), 5 s at most."""
+        from rcl_interfaces.srv import GetParameters
+
+        client = self.node.create_client(GetParameters, service)
+        client.wait_for_service(timeout_sec=10.0)
+        seconds: list[float] = []
+        while not stop.is_set():  # type: ignore[attr-defined]
+            started = time.monotonic()
+            future = client.call_async(GetParameters.Request(names=["probe"]))
+            while not future.done() and time.monotonic() - started < 5.0:
+                time.sleep(0.002)
+            seconds.append(time.monotonic() - started)
+            time.sleep(0.25)
+        return seconds
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def start_process(log: Path, *args: str) -> subprocess.Popen[bytes]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "wb")  # noqa: SIM115 - the process holds it until it ends
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "bench_nodes.py"), *args],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+        cwd=ROOT,
+    )
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    for proc in processes:
+        proc.send_signal(signal.SIGINT)
+    for proc in processes:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def bare(frames: list, args: argparse.Namespace) -> Run:
+    """The bare limit: three plain rclpy relays pass the same image along (four DDS hops,
+    as camera -> camera_ingest -> svlm_node -> context_manager -> answer), no graph logic."""
+    from sensor_msgs.msg import Image
+
+    hops = ["/bare/in", "/bare/a", "/bare/b", "/bare/out"]
+    log = ROOT / "log" / "bench-graph" / "bare"
+    relays = [start_process(log / f"relay{i}.log", "relay", hops[i], hops[i + 1]) for i in range(3)]
+    result = Run("bare")
+    probe = BenchProbe("bench_bare", hops[-1], Image)
+    try:
+        deadline = time.monotonic() + 60
+        while not probe.arrivals and time.monotonic() < deadline:  # until the chain is up
+            probe.publish(hops[0], frames[0])
+            time.sleep(0.5)
+        probe.publish_at(hops[0], frames[:4], 2.0)
+        time.sleep(1.0)
+        stamps = probe.publish_at(
+            hops[0], [frames[i % len(frames)] for i in range(args.frames)], 2.0
+        )
+        end = time.monotonic() + 10
+        while not all(s in probe.arrivals for s in stamps) and time.monotonic() < end:
+            time.sleep(0.05)
+        result.published = len(stamps)
+        result.overheads = [(probe.arrivals[s][0] - s) / 1e9 for s in stamps if s in probe.arrivals]
+    finally:
+        probe.close()
+        stop_processes(relays)
+    return result
+
+
+@dataclass
+class PatternRun:
+    """One scheduling pattern's results."""
+
+    name: str
+    published: int = 0
+    answered: int = 0
+    dropped: int = 0
+    lost: int = 0  # never ended: overwritten in a subscription queue
+    staleness: list[float] = field(default_factory=list)  # s, answer time - frame stamp
+    parameter_s: list[float] = field(default_factory=list)  # parameter service round trips
+
+
+def scheduling(name: str, frames: list, args: argparse.Namespace) -> PatternRun:
+    """One pattern's process, frames at 2 Hz, its parameter service asked meanwhile."""
+    import threading
+
+    from std_msgs.msg import Header
+
+    log = ROOT / "log" / "bench-graph" / f"pattern-{name}.log"
+    proc = start_process(log, "pattern", name, "--hold", str(args.hold))
+    probe = BenchProbe(f"bench_probe_{name}", "/bench/answer", Header)
+    result = PatternRun(name)
+    try:
+        deadline = time.monotonic() + 120
+        while not probe.arrivals:  # the model is loaded and answers
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"pattern {name} did not answer: {log}")
+            probe.publish("/camera/image_raw", frames[0])
+            time.sleep(args.hold + 0.5)
+        time.sleep(3 * args.hold)  # whatever is still queued ends
+        probe.arrivals.clear()
+        stop = threading.Event()
+        latencies: list[float] = []
+        asker = threading.Thread(
+            target=lambda: latencies.extend(
+                probe.parameter_latencies("/bench_pattern/get_parameters", stop)
+            ),
+            daemon=True,
+        )
+        asker.start()
+        stamps = probe.publish_at(
+            "/camera/image_raw", [frames[i % len(frames)] for i in range(args.pattern_frames)], 2.0
+        )
+        # every frame ends, or nothing more comes for a while (a queue overwrote it)
+        last, seen = time.monotonic(), 0
+        while time.monotonic() - last < 4 * args.hold + 2:
+            ended = sum(1 for s in stamps if s in probe.arrivals)
+            if ended == len(stamps):
+                break
+            if ended != seen:
+                last, seen = time.monotonic(), ended
+            time.sleep(0.05)
+        stop.set()
+        asker.join(timeout=10)
+        result.published = len(stamps)
+        for s in stamps:
+            if s not in probe.arrivals:
+                result.lost += 1
+                continue
+            arrival, how = probe.arrivals[s]
+            if how == "answered":
+                result.answered += 1
+                result.staleness.append((arrival - s) / 1e9)
+            else:
+                result.dropped += 1
+        result.parameter_s = latencies
+    finally:
+        probe.close()
+        stop_processes([proc])
+    return result
+
+
+def limit_and_patterns(
+    edge: Run, bare_run: Run, patterns: list[PatternRun], args: argparse.Namespace
+) -> str:
+    """The Markdown for the bare limit and the scheduling patterns."""
+
+    def ms(values: list[float], q: float) -> str:
+        return f"{percentile(values, q) * 1000:.0f}" if values else "-"
+
+    def s(values: list[float], q: float) -> str:
+        return f"{percentile(values, q):.2f}" if values else "-"
+
+    rows = "\n".join(
+        f"| {p.name} | {p.answered} | {p.dropped} | {p.lost} | {s(p.staleness, 0.5)} | "
+        f"{s(p.staleness, 0.95)} | {ms(p.parameter_s, 0.5)} | {ms(p.parameter_s, 0.95)} | "
+        f"{ms(p.parameter_s, 1.0)} |"
+        for p in patterns
+    )
+    ratio50 = edge.p(0.5) / bare_run.p(0.5) if bare_run.overheads else float("nan")
+    ratio95 = edge.p(0.95) / bare_run.p(0.95) if bare_run.overheads else float("nan")
+    return (
+        "### Against the bare limit\n\n"
+        "**bare**: three plain rclpy processes (`scripts/bench_nodes.py relay`) pass the same "
+        "1600x900 image along, four DDS hops as the graph's camera -> camera_ingest -> "
+        "svlm_node -> context_manager -> answer, with no logic at all (every hop carries the "
+        "image; in the graph only the first two do). Its time per frame is pure transport.\n\n"
+        "| run | frames measured | p50 (ms) | p95 (ms) |\n|---|---|---|---|\n"
+        f"| bare | {len(bare_run.overheads)} of {bare_run.published} | {bare_run.p(0.5):.1f} "
+        f"| {bare_run.p(0.95):.1f} |\n"
+        f"| edge (the graph, less the SVLM's time) | {len(edge.overheads)} of "
+        f"{edge.published} | {edge.p(0.5):.1f} | {edge.p(0.95):.1f} |\n\n"
+        f"Graph overhead / bare limit: p50 {ratio50:.1f}x, p95 {ratio95:.1f}x.\n\n"
+        "### The field's scheduling patterns on a slow model\n\n"
+        f"The tiny random Qwen2.5-VL held to {args.hold} s per frame (inference, then a sleep "
+        f"to {args.hold} s), {args.pattern_frames} frames (1600x900) at 2 Hz, each pattern its "
+        "own process (`scripts/bench_nodes.py pattern NAME`) with the same subscription "
+        "(keep last 10, reliable); the parameter service (`get_parameters`) asked every "
+        "0.25 s during the run:\n\n"
+        "- **callback**: inference inside the image callback (ros2_nanollm, ROS2-NanoOWL);\n"
+        "- **refuse**: a queue of one that refuses new frames while busy (detection_vlm);\n"
+        "- **latest**: this package's (core.worker.LatestWorker, as svlm_node): the newest "
+        "frame waits, a superseded one is answered as dropped.\n\n"
+        "| pattern | answered | answered as dropped | never answered | staleness p50 (s) "
+        "| p95 (s) | parameter service p50 (ms) | p95 (ms) | max (ms) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+        f"{rows}\n\n"
+        'Staleness = answer received - frame stamp. "never answered": frames that ended '
+        "neither way (overwritten in the subscription's queue, or still queued when the run "
+        "ended).\n"
+    )
+
+
+def report(runs: list[Run], args: argparse.Namespace, extra: str = "") -> str:
     """The Markdown section."""
     edge, multi, cloud = runs
     rows = "\n".join(
@@ -148,7 +400,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
     return (
         "## Graph overhead at 2 Hz, 1600x900 frames, real DDS\n\n"
         f"Command: `source env.sh && python scripts/bench_graph.py --frames {args.frames} "
-        f"--torch-threads {args.torch_threads}`  \n"
+        f"--torch-threads {args.torch_threads} --hold {args.hold} --pattern-frames "
+        f"{args.pattern_frames}`  \n"
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU threads. Each node is its own "
         "process; frames (1600x900 bgr8, 4.3 MB) are published at 2 Hz from the benchmark "
         "process through Fast DDS shared memory; svlm_node runs the tiny random Qwen2.5-VL "
@@ -176,7 +429,7 @@ def report(runs: list[Run], args: argparse.Namespace) -> str:
         f"{cpu}\n\n"
         "The multi-threaded executor's tail was the cause of the earlier misses: it took "
         "frames and results hundreds of milliseconds late on two shared cores (and made the "
-        "SVLM drop frames it could have answered). `--per-frame` prints each frame.\n"
+        "SVLM drop frames it could have answered). `--per-frame` prints each frame.\n\n" + extra
     )
 
 
@@ -190,6 +443,8 @@ def main() -> int:
         help="svlm_node's torch threads (0: its default, one fewer than the cores)",
     )
     parser.add_argument("--per-frame", action="store_true", help="print every frame's timing")
+    parser.add_argument("--hold", type=float, default=1.5, help="the slow model's s per frame")
+    parser.add_argument("--pattern-frames", type=int, default=20)
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
@@ -207,7 +462,9 @@ def main() -> int:
         run("multi", frames, args, "multi", cloud=False),
         run("cloud", frames, args, "single", cloud=True),
     ]
-    text = report(runs, args)
+    bare_run = bare(frames, args)
+    patterns = [scheduling(name, frames, args) for name in ("callback", "refuse", "latest")]
+    text = report(runs, args, limit_and_patterns(runs[0], bare_run, patterns, args))
     print(text)
     if not args.no_write:
         update_section(ROOT / "docs" / "benchmarks.md", "graph", text)
