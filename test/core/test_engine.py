@@ -13,8 +13,10 @@ from spotvlm_ros.core.engine import (
     FrameSlot,
     InputRules,
     RequestEnd,
+    UploadRule,
     Uploads,
     svlm_inputs,
+    svlm_unsure,
     too_late,
 )
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
@@ -171,3 +173,54 @@ def test_a_closed_worker_withdraws_what_waits() -> None:
     release.set()
     worker.close()
     assert not worker.alive
+
+
+def test_a_waiting_item_is_withdrawn_only_if_it_matches() -> None:
+    release, started = threading.Event(), threading.Event()
+    handled: list[int] = []
+
+    def handle(item: int) -> None:
+        started.set()
+        assert release.wait(60)
+        handled.append(item)
+
+    worker: LatestWorker[int] = LatestWorker("test", handle, lambda i: None, lambda i, e: None)
+    worker.offer(1)
+    assert started.wait(60)
+    assert worker.withdraw(lambda i: i == 1) is None  # in progress: not touched
+    worker.offer(2)
+    assert worker.withdraw(lambda i: i == 3) is None
+    assert worker.withdraw(lambda i: i == 2) == 2
+    release.set()
+    worker.close()
+    assert handled == [1]
+
+
+def test_the_adas_rule_offloads_while_the_cloud_is_predicted_in_time() -> None:
+    uploads = Uploads(UploadPolicy(), UploadRule.ADAS, deadline_s=1.0)
+    uploads.offload.probe_s = 5.0
+    assert uploads.decide(0, 0).upload  # no round trip seen: try the cloud
+    uploads.on_outcome(0, 3 * S, RequestEnd.ANSWERED, 3.0)  # a 3 s cloud
+    assert not uploads.decide(1 * S, 3 * S).upload  # predicted late
+    assert uploads.skipped == 1
+    assert uploads.decide(5 * S, 5 * S).upload  # the probe, 5 s after the last upload
+    uploads.on_outcome(5 * S, 5 * S + S // 5, RequestEnd.ANSWERED, 0.2)
+    assert uploads.offload.predicted_s == pytest.approx(0.3 * 0.2 + 0.7 * 3.0)
+    uploads.on_outcome(6 * S, 6 * S, RequestEnd.FAILED, None)  # a failure: twice the deadline
+    assert uploads.offload.predicted_s == pytest.approx(0.3 * 2.0 + 0.7 * (0.06 + 2.1))
+    assert uploads.policy.in_flight == 0 and uploads.policy.last_latency is None  # untouched
+    assert uploads.decide_after_svlm(True).upload is False  # ADAS decides on arrival only
+
+
+def test_the_laecips_rule_uploads_only_what_the_svlm_asks_for() -> None:
+    uploads = Uploads(UploadPolicy(), UploadRule.LAECIPS)
+    assert not uploads.decide(0, 0).upload  # never when the frame arrives
+    assert uploads.skipped == 0
+    assert uploads.decide_after_svlm(True).upload
+    assert not uploads.decide_after_svlm(False).upload
+    assert uploads.skipped == 1
+    uploads.on_outcome(0, S, RequestEnd.BUSY, 1.0, retry_after_s=5.0)
+    assert uploads.backoffs == 0 and uploads.policy.pressure == 1.0  # the policy is not used
+    assert svlm_unsure(0.2, 0.5) and not svlm_unsure(0.7, 0.5)
+    assert not svlm_unsure(0.0, 0.0)  # threshold 0: never asks
+    assert not Uploads().decide_after_svlm(True).upload  # the policy decided on arrival
