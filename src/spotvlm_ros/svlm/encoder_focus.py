@@ -231,7 +231,7 @@ def encode_focused(
     cu_windows = torch.nn.functional.pad(window_lengths.cumsum(0, dtype=torch.int32), (1, 0))
     cu_full = torch.tensor([0, n], dtype=torch.int32, device=device)
     max_window = int(window_lengths.max())
-    full_blocks = set(int(i) for i in visual.fullatt_block_indexes)
+    full_blocks = {int(i) for i in visual.fullatt_block_indexes}
     for index, block in enumerate(visual.blocks):
         full = index in full_blocks
         hidden = block(
