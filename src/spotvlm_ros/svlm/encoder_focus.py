@@ -162,6 +162,21 @@ class FocusedFeatures:
     selection: WindowSelection
 
 
+def selected_patches(
+    tokens: torch.Tensor, cols: int, merge_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The patches of the merged ``tokens`` (in the given order): their rows in
+    ``pixel_values`` (K * merge * merge,) and their (h, w) in the whole image's patch grid
+    (K * merge * merge, 2), each token's patches contiguous and row-major inside it."""
+    unit = merge_size * merge_size
+    inner = torch.arange(unit, device=tokens.device)
+    rows = (tokens[:, None] * unit + inner[None, :]).reshape(-1)
+    token_r, token_c = tokens // cols, tokens % cols
+    pos_h = (token_r[:, None] * merge_size + (inner // merge_size)[None, :]).reshape(-1)
+    pos_w = (token_c[:, None] * merge_size + (inner % merge_size)[None, :]).reshape(-1)
+    return rows, torch.stack([pos_h, pos_w], dim=-1)
+
+
 def _one_image_grid(grid_thw: torch.Tensor) -> tuple[int, int]:
     if grid_thw.ndim != 2 or grid_thw.shape[0] != 1 or grid_thw.shape[1] != 3:
         raise EncoderFocusError(
@@ -213,16 +228,7 @@ def encode_focused(
     if not selection.tokens:
         raise EncoderFocusError("no tokens to encode")
     tokens = torch.tensor(selection.tokens, dtype=torch.long, device=device)  # (K,) window order
-    inner = torch.arange(unit, device=device)
-    patch_rows = (tokens[:, None] * unit + inner[None, :]).reshape(-1)  # (K * unit,)
-
-    # Each patch's (h, w) in the whole image's patch grid.
-    token_r, token_c = tokens // selection.cols, tokens % selection.cols
-    inner_r, inner_c = inner // merge, inner % merge
-    pos_h = (token_r[:, None] * merge + inner_r[None, :]).reshape(-1)
-    pos_w = (token_c[:, None] * merge + inner_c[None, :]).reshape(-1)
-    position_ids = torch.stack([pos_h, pos_w], dim=-1)  # (K * unit, 2)
-
+    patch_rows, position_ids = selected_patches(tokens, selection.cols, merge)
     hidden = visual.patch_embed(pixel_values[patch_rows].type(visual.dtype))
     position_embeddings = visual.rotary_pos_emb(hidden, position_ids)
 
