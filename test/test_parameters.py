@@ -181,6 +181,8 @@ def test_the_svlm_backends_defaults_are_svlm_nodes() -> None:
         "max_pixels",
         "max_new_tokens",
         "min_focus_tokens",
+        "focus_stage",
+        "focus_margin_tokens",
         "gtvr_mu",
         "gtvr_b",
         "gtvr_alpha",

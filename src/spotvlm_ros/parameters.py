@@ -143,6 +143,20 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
         ),
         _p("max_new_tokens", MAX_NEW_TOKENS, "answer length limit [tokens]", 1, 4096),
         _p("min_focus_tokens", 4, "GGVR falls back below this many tokens", 1, 100000),
+        _p(
+            "focus_stage",
+            "lm",
+            "where GGVR's focus acts: 'lm' (the encoder sees the whole frame, the LM the ROI "
+            "tokens) or 'encoder' (only the vision windows the ROIs touch are encoded)",
+        ),
+        _p(
+            "focus_margin_tokens",
+            1,
+            "focus_stage encoder: the ROIs grown by this many tokens (28 px of the resized "
+            "image) each way, for the motion since the ROIs' frame",
+            0,
+            1000,
+        ),
         _p("gtvr_mu", 10.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
         _p("gtvr_b", -5.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
         _p("gtvr_alpha", 0.5, "GTVR: t' = alpha W_s t + (1 - alpha) t", 0.0, 1.0),

@@ -175,6 +175,8 @@ class SvlmNode(LifecycleNode):
             max_pixels=d("max_pixels"),
             max_new_tokens=d("max_new_tokens"),
             min_focus_tokens=d("min_focus_tokens"),
+            focus_stage=d("focus_stage"),
+            focus_margin_tokens=d("focus_margin_tokens"),
             gtvr_mu=d("gtvr_mu"),
             gtvr_b=d("gtvr_b"),
             gtvr_alpha=d("gtvr_alpha"),

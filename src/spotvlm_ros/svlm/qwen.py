@@ -13,6 +13,13 @@ One frame's inference:
    original 3D positions, so the LM still knows where each sits in the image;
 5. a greedy decoder runs with the KV cache; each new token's position continues from the
    prompt's last position (the rope delta), whatever was pruned.
+
+With ``focus_stage="encoder"`` GGVR acts earlier: step 1 encodes only the vision tower's
+attention windows that the ROIs' tokens (grown by ``focus_margin_tokens``) touch
+(:mod:`spotvlm_ros.svlm.encoder_focus`), GTVR reweights what the encoder produced, and
+step 4 keeps the grown ROI tokens at their original 3D positions. The kept tokens'
+features then differ from the whole frame's only through the encoder's full-attention
+blocks, which attend over the encoded windows instead of the whole image.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from PIL import Image
 from spotvlm_ros.core.engine import SvlmInputs
 from spotvlm_ros.core.focus import TokenGrid, focus_token_indices, roi_token_groups
 from spotvlm_ros.core.types import Roi, Stamp
+from spotvlm_ros.svlm.encoder_focus import EncoderFocusError, encode_focused, grow_tokens
 from spotvlm_ros.svlm.prompt import DEFAULT_SYSTEM, IMAGE_PAD, build_prompt, render_with_template
 from spotvlm_ros.svlm.source import hub_offline, model_source_problem
 from spotvlm_ros.svlm.tiny import TEST_MODEL_MARKER
@@ -47,6 +55,10 @@ MODEL_PARAMETER = "model_path"
 
 class SvlmError(Exception):
     """The SVLM could not be loaded or could not process an input; the message says why."""
+
+
+FOCUS_STAGES = ("lm", "encoder")
+"""Where GGVR's focus can act: between the encoder and the LM, or inside the encoder."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,15 @@ class QwenSvlmConfig:
         gtvr_alpha: t' = alpha * (W_s * t) + (1 - alpha) * t; 0 leaves tokens unchanged.
         feature_cache_frames: how many past frames' visual features GTVR keeps.
         local_files_only: never contact the model hub (also when HF_HUB_OFFLINE=1).
+        focus_stage: where GGVR's focus acts. "lm" (default): the vision encoder sees the
+            whole frame and only the ROIs' tokens go on to the LM. "encoder": the vision
+            encoder encodes only the windows (112 px for Qwen2.5-VL) that the ROIs' tokens,
+            grown by ``focus_margin_tokens``, touch, and the LM gets the grown ROI tokens
+            (see :mod:`spotvlm_ros.svlm.encoder_focus`); without usable ROIs, the whole
+            frame, as with "lm".
+        focus_margin_tokens: encoder stage only: the ROIs' tokens are grown by this many
+            tokens (28 px of the resized image each) in every direction, for the motion
+            between the ROIs' frame and this one; the grown tokens are what the LM gets.
     """
 
     model: str
@@ -83,6 +104,8 @@ class QwenSvlmConfig:
     gtvr_alpha: float = 0.5
     feature_cache_frames: int = 24
     local_files_only: bool = False
+    focus_stage: str = "lm"
+    focus_margin_tokens: int = 1
 
     def __post_init__(self) -> None:
         cell = 28 * 28
@@ -96,6 +119,12 @@ class QwenSvlmConfig:
             raise SvlmError(f"gtvr_alpha must be in [0, 1], got {self.gtvr_alpha}")
         if self.max_new_tokens < 1 or self.min_focus_tokens < 1 or self.feature_cache_frames < 1:
             raise SvlmError("max_new_tokens, min_focus_tokens, feature_cache_frames must be >= 1")
+        if self.focus_stage not in FOCUS_STAGES:
+            raise SvlmError(
+                f"focus_stage must be one of {', '.join(FOCUS_STAGES)}, got {self.focus_stage!r}"
+            )
+        if self.focus_margin_tokens < 0:
+            raise SvlmError(f"focus_margin_tokens must be >= 0, got {self.focus_margin_tokens}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +151,17 @@ class SvlmOutput:
     focus_note: str  # why visual focus fell back, if it did
     stopped: bool = True  # False when max_new_tokens cut the answer before an end token
     confidence: float = 1.0  # the answer's probability per token (geometric mean), in (0, 1]
+    focus_stage: str = "none"  # "encoder", "lm" (GGVR pruned the LM's input only) or "none"
+    encoder_patches: int = 0  # patches the vision encoder encoded
+    encoder_patches_full: int = 0  # patches of the whole frame
+
+
+class HeldFeatures(NamedTuple):
+    """A past frame's visual features, for GTVR."""
+
+    features: torch.Tensor  # (N, D), zeros where not encoded
+    grid: TokenGrid
+    encoded: torch.Tensor | None  # (N,) bool: which tokens the encoder produced; None: all
 
 
 class Generated(NamedTuple):
@@ -147,6 +187,9 @@ class Prepared:
     ggvr_applied: bool
     gtvr_applied: bool
     notes: list[str] = field(default_factory=list)
+    focus_stage: str = "none"  # "encoder", "lm" (GGVR pruned the LM's input only) or "none"
+    encoder_patches: int = 0  # patches the vision encoder encoded
+    encoder_patches_full: int = 0  # patches of the whole frame
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -311,7 +354,8 @@ class QwenSvlm:
         self.config = config
         self.is_test_model = is_test_model
         self.device = next(model.parameters()).device
-        self._features: OrderedDict[Stamp, tuple[torch.Tensor, TokenGrid]] = OrderedDict()
+        # per frame: (N, D) features, the grid, and which tokens were encoded (None: all)
+        self._features: OrderedDict[Stamp, HeldFeatures] = OrderedDict()
         self.image_token_id = int(model.config.image_token_id)
         self._stop_ids = {
             i
@@ -479,31 +523,58 @@ class QwenSvlm:
             input_ids, mm_token_type_ids, grid_thw, attention_mask=attention_mask
         )  # (3, 1, L)
 
-        features = self.visual_features(pixel_values, grid_thw)  # (N, D)
+        ggvr_notes: list[str] = []
+        selected = self._ggvr_selection(grid, focus, ggvr_notes) if ggvr else None
+        patches_full = int(pixel_values.shape[0])
+        encoded: torch.Tensor | None = None  # tokens the encoder produced, if not all
+        if selected is not None and self.config.focus_stage == "encoder":
+            # Encoder-side focus: only the windows the grown ROI tokens touch are encoded;
+            # the LM gets the grown ROI tokens.
+            margin = self.config.focus_margin_tokens
+            grown = grow_tokens(selected.tolist(), grid.rows, grid.cols, margin)
+            try:
+                focused = encode_focused(self.model.model.visual, pixel_values, grid_thw, grown)
+            except EncoderFocusError as exc:
+                raise SvlmError(f"encoder-side focus: {exc}") from exc
+            features = focused.features  # (K, D): every token of the touched windows
+            encoded = focused.indices
+            patches = focused.patches
+            selected = torch.tensor(grown, dtype=torch.long, device=self.device)
+            ggvr_notes.append(
+                f"encoder focus: {len(focused.selection.windows)} windows, {patches}/"
+                f"{patches_full} patches encoded, {len(grown)} tokens to the LM (ROI tokens "
+                f"grown by {margin})"
+            )
+        else:
+            features = self.visual_features(pixel_values, grid_thw)  # (N, D)
+            patches = patches_full
         if stamp is not None:
             # The encoder's own features: what a later frame's GTVR compares against.
-            self._remember(stamp, features, grid)
+            self._remember(stamp, features, grid, encoded)
         notes: list[str] = []
         gtvr_applied = False
         if gtvr:
             features, gtvr_applied = self._gtvr(features, focus, notes)
+        notes.extend(ggvr_notes)
 
         embeds = self.model.get_input_embeddings()(input_ids)  # (1, L, D)
         embeds = embeds.clone()
-        embeds[0, is_image] = features.to(embeds.dtype)
-
         image_positions = torch.nonzero(is_image).flatten()  # (N,)
+        if encoded is None:
+            embeds[0, is_image] = features.to(embeds.dtype)
+        else:
+            # the positions of the tokens not encoded keep their pad embedding: all dropped
+            embeds[0, image_positions[encoded]] = features.to(embeds.dtype)
+
         kept = torch.arange(input_ids.shape[1], device=self.device)
         used = n_visual
         ggvr_applied = False
-        if ggvr:
-            selected = self._ggvr_selection(grid, focus, notes)
-            if selected is not None:
-                keep_mask = ~is_image
-                keep_mask[image_positions[selected]] = True
-                kept = torch.nonzero(keep_mask).flatten()
-                used = len(selected)
-                ggvr_applied = True
+        if selected is not None:
+            keep_mask = ~is_image
+            keep_mask[image_positions[selected]] = True
+            kept = torch.nonzero(keep_mask).flatten()
+            used = len(selected)
+            ggvr_applied = True
         return Prepared(
             inputs_embeds=embeds[:, kept],
             position_ids=position_ids[:, :, kept],
@@ -516,6 +587,9 @@ class QwenSvlm:
             ggvr_applied=ggvr_applied,
             gtvr_applied=gtvr_applied,
             notes=notes,
+            focus_stage="none" if not ggvr_applied else "lm" if encoded is None else "encoder",
+            encoder_patches=patches,
+            encoder_patches_full=patches_full,
         )
 
     # --- visual focus -------------------------------------------------------------------
@@ -547,11 +621,21 @@ class QwenSvlm:
         if held is None:
             notes.append("GTVR: features of the ROI frame are no longer held")
             return features, False
-        past, past_grid = held
+        past, past_grid, past_encoded = held
         groups = roi_token_groups(list(focus.rois), past_grid)
         if not groups:
             notes.append("GTVR: ROIs cover no tokens of their frame")
             return features, False
+        if past_encoded is not None:
+            # That frame was encoded with encoder-side focus: only its encoded tokens count.
+            groups = {
+                label: tuple(i for i in idx if bool(past_encoded[i]))
+                for label, idx in groups.items()
+            }
+            groups = {label: idx for label, idx in groups.items() if idx}
+            if not groups:
+                notes.append("GTVR: the ROIs' tokens were not encoded in their frame")
+                return features, False
         # f_c: mean past feature per label, (C, D)
         prototypes = torch.stack(
             [past[torch.tensor(idx, device=past.device)].mean(dim=0) for idx in groups.values()]
@@ -559,8 +643,24 @@ class QwenSvlm:
         cfg = self.config
         return gtvr_update(features, prototypes, cfg.gtvr_mu, cfg.gtvr_b, cfg.gtvr_alpha), True
 
-    def _remember(self, stamp: Stamp, features: torch.Tensor, grid: TokenGrid) -> None:
-        self._features[stamp] = (features.detach(), grid)
+    def _remember(
+        self,
+        stamp: Stamp,
+        features: torch.Tensor,
+        grid: TokenGrid,
+        encoded: torch.Tensor | None = None,
+    ) -> None:
+        """Hold a frame's features for a later frame's GTVR. ``encoded``: the token indices
+        of ``features``' rows when the encoder produced only those (encoder-side focus);
+        they are held in a whole-frame (N, D) tensor with a mask of the encoded tokens."""
+        mask: torch.Tensor | None = None
+        if encoded is not None:
+            full = features.new_zeros((grid.size, features.shape[1]))
+            full[encoded] = features
+            mask = torch.zeros(grid.size, dtype=torch.bool, device=features.device)
+            mask[encoded] = True
+            features = full
+        self._features[stamp] = HeldFeatures(features.detach(), grid, mask)
         self._features.move_to_end(stamp)
         while len(self._features) > self.config.feature_cache_frames:
             self._features.popitem(last=False)
@@ -713,4 +813,7 @@ class QwenSvlm:
             focus_note="; ".join(prepared.notes),
             stopped=bool(tokens) and tokens[-1] in self._stop_ids,
             confidence=confidence,
+            focus_stage=prepared.focus_stage,
+            encoder_patches=prepared.encoder_patches,
+            encoder_patches_full=prepared.encoder_patches_full,
         )
