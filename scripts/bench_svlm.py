@@ -33,7 +33,7 @@ from PIL import Image
 
 from spotvlm_ros.core.focus import focus_token_indices
 from spotvlm_ros.core.types import Box, Roi
-from spotvlm_ros.svlm.encoder_focus import encode_focused, grow_tokens
+from spotvlm_ros.svlm.encoder_focus import FocusedFeatures, encode_focused, grow_tokens
 from spotvlm_ros.svlm.qwen import ATTENTION, Focus, QwenSvlm, QwenSvlmConfig, SvlmError
 from spotvlm_ros.svlm.qwen import _resolve_device as resolve_device
 from spotvlm_ros.svlm.qwen import _resolve_dtype as resolve_dtype
@@ -126,7 +126,7 @@ def sync(device: torch.device) -> None:
 class Row:
     model: str
     coverage: float | None
-    stage: str  # "full", "lm" or "encoder"
+    stage: str  # "full", "lm", "encoder" or "encoder_tokens" (encoder_scope tokens)
     gtvr: bool
     visual_tokens: int
     visual_full: int
@@ -150,6 +150,9 @@ class Similarity:
     patches_full: int
     mean: float
     min: float
+    tokens_patches: int  # encoder_scope tokens
+    tokens_mean: float
+    tokens_min: float
 
 
 def centred_roi(width: int, height: int, share: float) -> Roi:
@@ -214,12 +217,18 @@ def similarity(svlm: QwenSvlm, name: str, frame: np.ndarray, margin: int) -> lis
             continue
         roi_tokens = focus_token_indices([centred_roi(width, height, coverage)], grid)
         kept = grow_tokens(roi_tokens, grid.rows, grid.cols, margin)
-        focused = encode_focused(svlm.model.model.visual, pixel_values, grid_thw, kept)
+        visual = svlm.model.model.visual
+        focused = encode_focused(visual, pixel_values, grid_thw, kept)
+        scoped = encode_focused(visual, pixel_values, grid_thw, kept, whole_windows=False)
         index = torch.tensor(kept, device=focused.indices.device)
-        rows = torch.searchsorted(focused.indices, index)
-        cos = torch.nn.functional.cosine_similarity(
-            focused.features[rows].float(), whole[index], dim=-1
-        )
+
+        def cosine(encoded: FocusedFeatures, index: torch.Tensor = index) -> torch.Tensor:
+            rows = torch.searchsorted(encoded.indices, index)
+            return torch.nn.functional.cosine_similarity(
+                encoded.features[rows].float(), whole[index], dim=-1
+            )
+
+        cos, cos_tokens = cosine(focused), cosine(scoped)
         out.append(
             Similarity(
                 name,
@@ -229,10 +238,15 @@ def similarity(svlm: QwenSvlm, name: str, frame: np.ndarray, margin: int) -> lis
                 focused.patches_full,
                 float(cos.mean()),
                 float(cos.min()),
+                scoped.patches,
+                float(cos_tokens.mean()),
+                float(cos_tokens.min()),
             )
         )
         print(
-            f"  {name:9s} roi={coverage!s:5s} cosine mean {out[-1].mean:.4f} min {out[-1].min:.4f}",
+            f"  {name:9s} roi={coverage!s:5s} cosine windows mean {out[-1].mean:.4f} min "
+            f"{out[-1].min:.4f}; tokens mean {out[-1].tokens_mean:.4f} min "
+            f"{out[-1].tokens_min:.4f}",
             flush=True,
         )
     return out
@@ -248,16 +262,18 @@ def measure(
     rows = []
     base_config = svlm.config
     for coverage in COVERAGES:
-        stages = ("full",) if coverage is None else ("lm", "encoder")
+        stages = ("full",) if coverage is None else ("lm", "encoder", "encoder_tokens")
         for stage in stages:
             svlm.config = dataclasses.replace(
-                base_config, focus_stage="encoder" if stage == "encoder" else "lm"
+                base_config,
+                focus_stage="encoder" if stage.startswith("encoder") else "lm",
+                encoder_scope="tokens" if stage == "encoder_tokens" else "windows",
             )
             for gtvr in gtvr_settings:
                 rows.append(measure_one(svlm, name, frames, repeats, coverage, stage, gtvr))
                 last = rows[-1]
                 print(
-                    f"  {name:9s} roi={coverage!s:5s} {stage:7s} gtvr={gtvr!s:5s} "
+                    f"  {name:9s} roi={coverage!s:5s} {stage:14s} gtvr={gtvr!s:5s} "
                     f"tokens={last.visual_tokens:5d} patches={last.patches:5d} "
                     f"encoder={last.vision_s * 1000:8.1f} ms prefill={last.prefill_s * 1000:8.1f} "
                     f"ms frame={last.total_s * 1000:8.1f} ms",
@@ -301,7 +317,7 @@ def measure_one(
             totals.append(t2 - t0)
             peaks.append(mem.delta_mib)
     assert prepared is not None
-    if stage == "encoder" and prepared.focus_stage != "encoder":
+    if stage.startswith("encoder") and prepared.focus_stage != "encoder":
         raise SystemExit(f"bench_svlm: encoder-side focus fell back: {prepared.notes}")
     return Row(
         model=name,
@@ -322,7 +338,12 @@ def measure_one(
     )
 
 
-STAGE_NAMES = {"full": "none", "lm": "LM-side", "encoder": "encoder-side"}
+STAGE_NAMES = {
+    "full": "none",
+    "lm": "LM-side",
+    "encoder": "encoder-side (windows)",
+    "encoder_tokens": "encoder-side (tokens)",
+}
 
 
 def table(rows: list[Row]) -> str:
@@ -351,13 +372,15 @@ def table(rows: list[Row]) -> str:
 
 def similarity_table(rows: list[Similarity]) -> str:
     lines = [
-        "| model | ROIs cover | kept tokens | encoder patches | cosine mean | cosine min |",
-        "|---|---|---|---|---|---|",
+        "| model | ROIs cover | kept tokens | windows: encoder patches | cosine mean "
+        "| cosine min | tokens: encoder patches | cosine mean | cosine min |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r.model} | {r.coverage:.0%} | {r.tokens} | {r.patches}/{r.patches_full} "
-            f"| {r.mean:.4f} | {r.min:.4f} |"
+            f"| {r.mean:.4f} | {r.min:.4f} | {r.tokens_patches}/{r.patches_full} "
+            f"| {r.tokens_mean:.4f} | {r.tokens_min:.4f} |"
         )
     return "\n".join(lines)
 
@@ -424,7 +447,8 @@ def main() -> int:
         "*focus*: none (the whole frame to the encoder and the LM), LM-side (GGVR: the "
         "encoder sees the whole frame, the LM only the ROI tokens) or encoder-side "
         "(`focus_stage: encoder`: the encoder encodes only the 112-px windows that the ROI "
-        f"tokens grown by {args.margin} touch, the LM gets the grown ROI tokens). "
+        f"tokens grown by {args.margin} touch, the LM gets the grown ROI tokens; with "
+        "`encoder_scope: tokens` only the grown ROI tokens' patches are encoded). "
         "*token ratio* = visual tokens given to the LM relative to the full image; "
         "*whole frame* = encoder + focus + LM prefill + 16 new tokens; *whole-frame ratio* = "
         "its time relative to the full image (same model, same GTVR setting); *ratio / token "
@@ -432,9 +456,11 @@ def main() -> int:
         "proportion). Peak memory is the resident-set increase during one frame.\n\n"
         "The cosine table compares, on the first frame, each kept token's features from the "
         "encoder-side focus with the whole frame's encoding (what LM-side focus gives the LM): "
-        "they differ only through the vision tower's full-attention blocks (3B: blocks 7, 15, "
-        "23, 31 of 32; tiny: its last of 2), which attend over the encoded windows instead of "
-        "the whole frame. With random weights this shows the size of the numerical change, "
+        "with `encoder_scope: windows` they differ only through the vision tower's "
+        "full-attention blocks (3B: blocks 7, 15, 23, 31 of 32; tiny: its last of 2), which "
+        "attend over the encoded windows instead of the whole frame; with `tokens` the window "
+        "blocks, too, see only the kept tokens of each window. With random weights this shows "
+        "the size of the numerical change, "
         "not the accuracy it costs: that needs the real weights and a task metric.\n\n" + text
     )
     if not args.no_write:

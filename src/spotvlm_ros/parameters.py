@@ -157,6 +157,13 @@ NODE_PARAMETERS: dict[str, tuple[Parameter, ...]] = {
             0,
             1000,
         ),
+        _p(
+            "encoder_scope",
+            "windows",
+            "focus_stage encoder: 'windows' encodes every patch of the windows the grown ROIs "
+            "touch (only the full-attention blocks differ from the whole frame); 'tokens' "
+            "only the grown ROIs' patches (cheaper; the window blocks differ at the borders)",
+        ),
         _p("gtvr_mu", 10.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
         _p("gtvr_b", -5.0, "GTVR: W_s = sigmoid(mu * s + b)", -1000.0, 1000.0),
         _p("gtvr_alpha", 0.5, "GTVR: t' = alpha W_s t + (1 - alpha) t", 0.0, 1.0),

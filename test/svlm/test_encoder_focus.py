@@ -45,6 +45,13 @@ def test_the_touched_windows_and_their_tokens_for_a_hand_worked_grid() -> None:
     assert corner.lengths == (16, 4)
 
 
+def test_the_tokens_scope_keeps_only_the_given_tokens_grouped_by_window() -> None:
+    selection = window_selection(GRID_H, GRID_W, 2, 112, 14, [33, 12, 4, 5], whole_windows=False)
+    assert selection.windows == (1, 3)
+    assert selection.tokens == (4, 5, 12, 33)  # window 1's, then window 3's
+    assert selection.lengths == (3, 1)
+
+
 def test_the_kept_patches_keep_their_own_positions() -> None:
     rows, positions = selected_patches(torch.tensor([33, 5]), cols=7, merge_size=2)
     assert rows.tolist() == [132, 133, 134, 135, 20, 21, 22, 23]
@@ -162,6 +169,20 @@ def test_with_full_attention_blocks_the_kept_tokens_are_encoded_from_fewer_patch
     assert out.features.shape == whole[out.indices].shape
 
 
+def test_the_tokens_scope_encodes_only_the_tokens_and_equals_windows_on_whole_windows() -> None:
+    tower = _tower([1])
+    pixel_values, grid_thw = _pixels()
+    window_1 = [4, 5, 6, 11, 12, 13, 18, 19, 20, 25, 26, 27]  # a whole (partial-edge) window
+    with torch.inference_mode():
+        few = encode_focused(tower, pixel_values, grid_thw, [12, 33], whole_windows=False)
+        scoped = encode_focused(tower, pixel_values, grid_thw, window_1, whole_windows=False)
+        windows = encode_focused(tower, pixel_values, grid_thw, window_1)
+    assert few.indices.tolist() == [12, 33]
+    assert (few.features.shape, few.patches) == ((2, 48), 8)
+    assert scoped.patches == windows.patches == 48
+    torch.testing.assert_close(scoped.features, windows.features, atol=1e-5, rtol=1e-5)
+
+
 def test_video_and_several_images_are_refused() -> None:
     tower = _tower([1])
     pixel_values, _ = _pixels()
@@ -203,7 +224,7 @@ def test_encoder_stage_keeps_the_lm_stages_tokens_and_positions(aligned: np.ndar
     # tokens rows 3-9, columns 2-8: window rows 0-2 x columns 0-2 -> 9 windows of 16 tokens
     assert encoder.encoder_patches == 9 * 16 * 4
     assert encoder.encoder_patches < encoder.encoder_patches_full
-    assert "encoder focus: 9 windows" in "; ".join(encoder.notes)
+    assert "encoder focus (windows): 9 windows" in "; ".join(encoder.notes)
     # the text positions are the same embeddings
     is_text = lm.input_ids[0, lm.kept] != _svlm("lm").image_token_id
     torch.testing.assert_close(encoder.inputs_embeds[0, is_text], lm.inputs_embeds[0, is_text])
@@ -241,8 +262,21 @@ def test_gtvr_uses_a_focused_frames_encoded_tokens(aligned: np.ndarray) -> None:
     assert "not encoded" in "; ".join(third.notes)
 
 
+def test_the_tokens_scope_encodes_what_the_lm_gets(aligned: np.ndarray) -> None:
+    config = QwenSvlmConfig(
+        model=str(tiny_model_dir()), focus_stage="encoder", focus_margin_tokens=0,
+        encoder_scope="tokens",
+    )  # fmt: skip
+    prepared = QwenSvlm.load(config).prepare(aligned, Q, focus=FOCUS, ggvr=True)
+    assert prepared.visual_tokens_used == 49
+    assert prepared.encoder_patches == 49 * 4
+    assert "encoder focus (tokens)" in "; ".join(prepared.notes)
+
+
 def test_bad_focus_settings_are_refused() -> None:
     with pytest.raises(SvlmError, match="focus_stage"):
         QwenSvlmConfig(model="x", focus_stage="vision")
     with pytest.raises(SvlmError, match="focus_margin_tokens"):
         QwenSvlmConfig(model="x", focus_margin_tokens=-1)
+    with pytest.raises(SvlmError, match="encoder_scope"):
+        QwenSvlmConfig(model="x", encoder_scope="patches")

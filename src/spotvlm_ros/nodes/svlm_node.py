@@ -177,6 +177,7 @@ class SvlmNode(LifecycleNode):
             min_focus_tokens=d("min_focus_tokens"),
             focus_stage=d("focus_stage"),
             focus_margin_tokens=d("focus_margin_tokens"),
+            encoder_scope=d("encoder_scope"),
             gtvr_mu=d("gtvr_mu"),
             gtvr_b=d("gtvr_b"),
             gtvr_alpha=d("gtvr_alpha"),

@@ -15,6 +15,12 @@ patches of the windows that the ROIs touch can be encoded alone:
   this is the ONLY difference from encoding the whole frame. A tower without
   full-attention blocks gives the kept tokens exactly the whole frame's features.
 
+``whole_windows=False`` (svlm_node's ``encoder_scope: tokens``) encodes only the patches
+of the given tokens, each window's share of them attending within itself: cheaper (the
+encoder's cost follows the tokens the LM gets, not the windows they touch), and further
+from the whole frame (the window blocks, too, see fewer patches wherever the tokens do not
+fill a window).
+
 The patches of ``pixel_values`` are ordered as the image processor writes them: merged
 token by merged token (row-major over the merged grid), each token's ``merge * merge``
 patches contiguous (row-major inside the token).
@@ -96,9 +102,11 @@ def window_selection(
     window_size: int,
     patch_size: int,
     token_indices: Iterable[int],
+    whole_windows: bool = True,
 ) -> WindowSelection:
     """The windows touched by ``token_indices`` (row-major on the merged grid) and all the
-    merged tokens inside them, in the vision tower's window order.
+    merged tokens inside them (only ``token_indices`` with ``whole_windows=False``), in the
+    vision tower's window order.
 
     ``grid_h``, ``grid_w``: the patch grid (the processor's ``image_grid_thw`` h and w).
     """
@@ -113,12 +121,14 @@ def window_selection(
     touched = sorted({(t // cols // side) * window_cols + (t % cols) // side for t in tokens})
     ordered: list[int] = []
     lengths: list[int] = []
+    wanted = set(tokens)
     for window in touched:
         r0, c0 = (window // window_cols) * side, (window % window_cols) * side
         inside = [
             r * cols + c
             for r in range(r0, min(r0 + side, rows))
             for c in range(c0, min(c0 + side, cols))
+            if whole_windows or r * cols + c in wanted
         ]
         ordered.extend(inside)
         lengths.append(len(inside))
@@ -196,9 +206,11 @@ def encode_focused(
     pixel_values: torch.Tensor,
     grid_thw: torch.Tensor,
     token_indices: Iterable[int],
+    whole_windows: bool = True,
 ) -> FocusedFeatures:
     """Run the vision tower ``visual`` (transformers' Qwen2.5-VL vision model) on the
-    patches of the windows that ``token_indices`` touch, and nothing else.
+    patches of the windows that ``token_indices`` touch, and nothing else (only the
+    patches of ``token_indices`` with ``whole_windows=False``).
 
     Mirrors the tower's own forward with its own modules: patch embedding, the 2D rotary
     embedding at each patch's position in the whole image, the window blocks over the
@@ -223,6 +235,7 @@ def encode_focused(
         int(visual.window_size),
         int(visual.patch_size),
         token_indices,
+        whole_windows,
     )
     device = pixel_values.device
     if not selection.tokens:

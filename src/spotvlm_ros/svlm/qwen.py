@@ -60,6 +60,9 @@ class SvlmError(Exception):
 FOCUS_STAGES = ("lm", "encoder")
 """Where GGVR's focus can act: between the encoder and the LM, or inside the encoder."""
 
+ENCODER_SCOPES = ("windows", "tokens")
+"""What encoder-side focus encodes: the windows the ROIs touch, or the ROIs' tokens only."""
+
 
 @dataclass(frozen=True)
 class QwenSvlmConfig:
@@ -89,6 +92,10 @@ class QwenSvlmConfig:
         focus_margin_tokens: encoder stage only: the ROIs' tokens are grown by this many
             tokens (28 px of the resized image each) in every direction, for the motion
             between the ROIs' frame and this one; the grown tokens are what the LM gets.
+        encoder_scope: encoder stage only: "windows" (default) encodes every patch of the
+            windows the grown ROI tokens touch (only the full-attention blocks differ from
+            the whole frame's encoding); "tokens" encodes only the grown ROI tokens'
+            patches (cheaper; the window blocks then differ too at the ROIs' borders).
     """
 
     model: str
@@ -106,6 +113,7 @@ class QwenSvlmConfig:
     local_files_only: bool = False
     focus_stage: str = "lm"
     focus_margin_tokens: int = 1
+    encoder_scope: str = "windows"
 
     def __post_init__(self) -> None:
         cell = 28 * 28
@@ -122,6 +130,11 @@ class QwenSvlmConfig:
         if self.focus_stage not in FOCUS_STAGES:
             raise SvlmError(
                 f"focus_stage must be one of {', '.join(FOCUS_STAGES)}, got {self.focus_stage!r}"
+            )
+        if self.encoder_scope not in ENCODER_SCOPES:
+            raise SvlmError(
+                f"encoder_scope must be one of {', '.join(ENCODER_SCOPES)}, "
+                f"got {self.encoder_scope!r}"
             )
         if self.focus_margin_tokens < 0:
             raise SvlmError(f"focus_margin_tokens must be >= 0, got {self.focus_margin_tokens}")
@@ -533,15 +546,22 @@ class QwenSvlm:
             margin = self.config.focus_margin_tokens
             grown = grow_tokens(selected.tolist(), grid.rows, grid.cols, margin)
             try:
-                focused = encode_focused(self.model.model.visual, pixel_values, grid_thw, grown)
+                focused = encode_focused(
+                    self.model.model.visual,
+                    pixel_values,
+                    grid_thw,
+                    grown,
+                    whole_windows=self.config.encoder_scope == "windows",
+                )
             except EncoderFocusError as exc:
                 raise SvlmError(f"encoder-side focus: {exc}") from exc
-            features = focused.features  # (K, D): every token of the touched windows
+            features = focused.features  # (K, D): the touched windows' tokens (or the grown)
             encoded = focused.indices
             patches = focused.patches
             selected = torch.tensor(grown, dtype=torch.long, device=self.device)
             ggvr_notes.append(
-                f"encoder focus: {len(focused.selection.windows)} windows, {patches}/"
+                f"encoder focus ({self.config.encoder_scope}): "
+                f"{len(focused.selection.windows)} windows, {patches}/"
                 f"{patches_full} patches encoded, {len(grown)} tokens to the LM (ROI tokens "
                 f"grown by {margin})"
             )
