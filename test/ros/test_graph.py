@@ -115,12 +115,13 @@ def test_fast_cloud_answers_every_frame_and_the_graph_survives_the_server_going_
         server.close()
 
 
+@pytest.mark.parametrize("focus_stage", ["lm", "encoder"])
 def test_slow_cloud_answers_come_from_the_svlm_and_late_lvlm_answers_enter_its_history(
-    frames: list[np.ndarray], model: str, probe: Probe
+    frames: list[np.ndarray], model: str, probe: Probe, focus_stage: str
 ) -> None:
     from spotvlm_ros.ros.convert import stamp_of
 
-    log_dir = LOGS / "slow-cloud"
+    log_dir = LOGS / f"slow-cloud-{focus_stage}"
     with (
         lvlm_server("--latency", "3.0") as url,
         running_graph(
@@ -131,6 +132,8 @@ def test_slow_cloud_answers_come_from_the_svlm_and_late_lvlm_answers_enter_its_h
             url,
             "--set",
             "svlm_node.max_new_tokens=8",
+            "--set",
+            f"svlm_node.focus_stage={focus_stage}",
             *DEADLINE,
         ),
     ):
@@ -155,8 +158,12 @@ def test_slow_cloud_answers_come_from_the_svlm_and_late_lvlm_answers_enter_its_h
         cloud_turn = result.history_used[0]
         assert stamp_of(cloud_turn.stamp) in lvlm_ok
         assert stamp_of(cloud_turn.stamp) < stamp_of(result.header.stamp)
-    # and the SVLM used their ROIs for visual focus
-    assert any(s.ggvr_applied and s.visual_tokens_used < s.visual_tokens_full for s in with_cloud)
+    # and the SVLM used their ROIs for visual focus, at the stage asked for
+    focused = [s for s in with_cloud if s.ggvr_applied]
+    assert any(s.visual_tokens_used < s.visual_tokens_full for s in focused)
+    assert {s.focus_stage for s in focused} == {focus_stage}, [s.focus_note for s in focused]
+    for s in focused:  # encoder-side focus: the encoder saw fewer patches than the frame has
+        assert (s.encoder_patches < s.encoder_patches_full) == (focus_stage == "encoder")
     # Each prompt's context was built for its own frame: turns of earlier frames only,
     # written as the core writes them (the replay's code), within the budget counted in
     # the SVLM's own tokens

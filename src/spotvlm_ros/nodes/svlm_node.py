@@ -508,6 +508,9 @@ class SvlmNode(LifecycleNode):
         result.ggvr_applied = out.ggvr_applied
         result.gtvr_applied = out.gtvr_applied
         result.focus_note = out.focus_note
+        result.focus_stage = out.focus_stage
+        result.encoder_patches = out.encoder_patches
+        result.encoder_patches_full = out.encoder_patches_full
         result.confidence = float(out.confidence)
         result.cloud_requested = svlm_unsure(out.confidence, self.config.laecips_threshold)
         if result.cloud_requested:
