@@ -1,8 +1,9 @@
 """Plain rclpy processes for scripts/bench_graph.py: the bare limit and the field's
 scheduling patterns, each its own process (started by bench_graph.py, not by hand).
 
-    python scripts/bench_nodes.py relay IN OUT
-        republish every Image from IN on OUT, untouched: no graph logic at all.
+    python scripts/bench_nodes.py relay IN OUT [--kinds image-image|image-header|header-header]
+        republish every message from IN on OUT, untouched (or only an Image's header): no
+        graph logic at all.
     python scripts/bench_nodes.py pattern callback|refuse|latest [--hold 1.5]
         answer /camera/image_raw with the tiny random Qwen2.5-VL held to ``--hold`` s per
         frame, scheduled one of three ways; every frame ends as a std_msgs/Header on
@@ -32,19 +33,34 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 ANSWER_TOPIC = "/bench/answer"
+CAMERA_HOP = "/bare/in"  # the bare chain's camera topic
 CAMERA_TOPIC = "/camera/image_raw"
 QUESTION = "Which objects are in the image?"
 
 
-def relay(source: str, target: str) -> None:
+def relay(source: str, target: str, kinds: str) -> None:
+    """``kinds``: what comes in and goes out, ``image-image``, ``image-header`` (the image's
+    header only, as svlm_node sends a result, not the frame) or ``header-header``."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
 
+    from spotvlm_ros.ros import qos
+
+    types = {"image": Image, "header": Header}
+    inbound, outbound = (types[k] for k in kinds.split("-"))
     rclpy.init()
     node = rclpy.create_node(f"bare_relay_{source.strip('/').replace('/', '_')}")
-    publisher = node.create_publisher(Image, target, 10)
-    node.create_subscription(Image, source, publisher.publish, 10)
+    publisher = node.create_publisher(outbound, target, qos.RESULTS)
+    # the camera's hop is best effort (as camera drivers publish), the others reliable: the
+    # graph's QoS, so that only the logic differs
+    inbound_qos = qos.CAMERA if source == CAMERA_HOP else qos.RESULTS
+    if inbound is outbound:
+        node.create_subscription(inbound, source, publisher.publish, inbound_qos)
+    else:
+        forward = lambda msg: publisher.publish(msg.header)  # noqa: E731
+        node.create_subscription(inbound, source, forward, inbound_qos)
     with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
         rclpy.spin(node)
 
@@ -115,12 +131,15 @@ def main() -> int:
     relay_args = sub.add_parser("relay")
     relay_args.add_argument("source")
     relay_args.add_argument("target")
+    relay_args.add_argument(
+        "--kinds", choices=("image-image", "image-header", "header-header"), default="image-image"
+    )
     pattern_args = sub.add_parser("pattern")
     pattern_args.add_argument("name", choices=("callback", "refuse", "latest"))
     pattern_args.add_argument("--hold", type=float, default=1.5)
     args = parser.parse_args()
     if args.what == "relay":
-        relay(args.source, args.target)
+        relay(args.source, args.target, args.kinds)
     else:
         pattern(args.name, args.hold)
     return 0
