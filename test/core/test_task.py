@@ -141,3 +141,28 @@ def test_a_gesture_history_turn_reads_as_a_gesture() -> None:
         "- 2.0 s ago, the cloud model saw: peace",
         "The person may still hold it or have changed it; answer for the current image.",
     ]
+
+
+def test_a_redelivered_event_counts_once() -> None:
+    """DDS may deliver a result twice (a publisher resending after a late match): the report is
+    the same as with one delivery."""
+    once, twice = EvaluationLog(ACE.labels), EvaluationLog(ACE.labels)
+    events = [
+        lambda log: log.truth(1, {"cutting"}),
+        lambda log: log.svlm(1, {"cutting"}, tokens_used=10, tokens_full=40, lvlm_history=[0]),
+        lambda log: log.svlm(2, None),  # an SVLM error
+        lambda log: log.svlm(3, None, dropped=True),
+        lambda log: log.lvlm(1, None),
+        lambda log: log.lvlm(2, {"cutting"}),
+        lambda log: log.final(1, Source.SVLM, {"cutting"}, 0.2),
+    ]
+    for event in events:
+        event(once)
+        event(twice)
+        event(twice)
+    twice.svlm(4, {"stir"}, tokens_used=40, tokens_full=40)  # a new frame still counts
+    once.svlm(4, {"stir"}, tokens_used=40, tokens_full=40)
+    assert twice.report() == once.report()
+    report = once.report()
+    assert (report["svlm_errors"], report["svlm_dropped"], report["lvlm_failures"]) == (1, 1, 1)
+    assert report["mean_visual_tokens"] == 25.0

@@ -44,6 +44,8 @@ class EvaluationLog:
     lvlm_failures: int = 0
     visual_tokens: list[tuple[int, int]] = field(default_factory=list)
     replaced_stamps: set[Stamp] = field(default_factory=set)
+    _svlm_seen: set[Stamp] = field(default_factory=set)
+    _lvlm_failed: set[Stamp] = field(default_factory=set)
     _scores: dict[str, RunningMultiLabelScores] = field(default_factory=dict)
     _scored: dict[str, set[Stamp]] = field(default_factory=dict)
     _correct: dict[str, int] = field(default_factory=dict)
@@ -81,7 +83,11 @@ class EvaluationLog:
         lvlm_history: Iterable[Stamp] = (),
     ) -> None:
         """An SVLM result: labels (None when it failed), visual tokens, and the stamps of the
-        LVLM turns its prompt held (each counts once as a context replacement)."""
+        LVLM turns its prompt held (each counts once as a context replacement). A frame's
+        second SVLM result (a redelivered message) changes nothing."""
+        if stamp in self._svlm_seen:
+            return
+        self._svlm_seen.add(stamp)
         self.replaced_stamps.update(lvlm_history)
         if dropped:
             self.svlm_dropped += 1
@@ -94,9 +100,11 @@ class EvaluationLog:
         self._predict("svlm", stamp, frozenset(labels))
 
     def lvlm(self, stamp: Stamp, labels: Iterable[str] | None) -> None:
-        """An LVLM result: labels, or None when the request failed."""
+        """An LVLM result: labels, or None when the request failed (once per frame)."""
         if labels is None:
-            self.lvlm_failures += 1
+            if stamp not in self._lvlm_failed:
+                self._lvlm_failed.add(stamp)
+                self.lvlm_failures += 1
             return
         self._predict("lvlm", stamp, frozenset(labels))
 
