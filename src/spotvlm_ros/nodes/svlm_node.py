@@ -281,12 +281,24 @@ class SvlmNode(LifecycleNode):
         )
         self.get_logger().info(
             f"SVLM {model} loaded on {self.backend.device}; "
-            f"GGVR {'on' if self.config.ggvr else 'off'}, "
+            f"GGVR {self._focus_description()}, "
             f"GTVR {'on' if self.config.gtvr else 'off'}, "
             f"deadline {self.config.deadline_s} s; {self.torch_threads} torch CPU thread(s); "
             f"warm-up answer in {warm_up_s:.2f} s"
         )
         return TransitionCallbackReturn.SUCCESS
+
+    def _focus_description(self) -> str:
+        """Where visual focus acts, for the log: 'off', 'on (LM-side)' or the encoder's scope."""
+        if not self.config.ggvr:
+            return "off"
+        args = self._backend_config_args
+        if args["focus_stage"] != "encoder":
+            return "on (LM-side)"
+        return (
+            f"on (encoder-side: encoder_scope {args['encoder_scope']}, margin "
+            f"{args['focus_margin_tokens']} token(s))"
+        )
 
     @contextlib.contextmanager
     def _loading_diagnostics(self, model: str) -> Iterator[None]:
