@@ -242,11 +242,16 @@ class CloudBridge(Node):
                     outcome.retry_after,
                 )
             if outcome.retry_after is not None:
+                then = {
+                    UploadRule.POLICY: f"then at most every {self.policy.pressure_at(now):.1f}x"
+                    " the usual spacing until answers come back",
+                    UploadRule.ADAS: "and ADAS counts the cloud as late",
+                    UploadRule.LAECIPS: "the SVLM's requests refused unsent until then or "
+                    "until an answer comes back",
+                }[self.uploads.rule]
                 self.get_logger().warning(
                     f"LVLM asked for less load ({outcome.error[:160]}): uploads wait "
-                    f"{outcome.retry_after:.1f} s, then at most every "
-                    f"{self.policy.pressure_at(now):.1f}x the usual spacing until answers "
-                    "come back",
+                    f"{outcome.retry_after:.1f} s, {then}",
                     throttle_duration_sec=5.0,
                 )
         finally:  # this runs on the client's loop thread: the result is published whatever

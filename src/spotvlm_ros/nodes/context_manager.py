@@ -318,6 +318,13 @@ class ContextManager(Node):
             rois = self._roi_sets.get(roi_stamp, []) if roi_stamp is not None else []
             self.answers[decision.source.name] += 1
             self._streak.record(self._now(), decision.source is not Source.NONE)
+            if decision.source is Source.NONE:
+                seq = frame.seq if frame is not None else "?"
+                self.get_logger().warning(
+                    f"frame {seq}: no valid answer within the deadline "
+                    f"({self.config.deadline_s} s; {self.answers['NONE']} such frame(s) so far)",
+                    throttle_duration_sec=10.0,
+                )
             answer = Answer(
                 question=self._asked,
                 answer=decision.answer,
