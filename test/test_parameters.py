@@ -92,8 +92,14 @@ def test_the_launch_file_checks_the_method() -> None:
         values["method"] = offline
         with pytest.raises(launch_args.LaunchArgumentError, match="spotvlm-eval"):
             launch_args.check(values)
-    for live in ("edge_only", "crm", "crm_ggvr", "spotvlm", "adas", "laecips"):
+    for live in ("edge_only", "crm", "crm_ggvr", "spotvlm"):
         values["method"] = live
+        launch_args.check(values)
+    for baseline in ("adas", "laecips"):  # a choice between the SVLM and the cloud
+        values.update(method=baseline, cloud="false")
+        with pytest.raises(launch_args.LaunchArgumentError, match="it needs cloud:=true"):
+            launch_args.check(values)
+        values.update(cloud="true", check_lvlm="false")
         launch_args.check(values)
 
 

@@ -177,6 +177,12 @@ def check(values: dict[str, str]) -> None:
             f"{', '.join(p.name for p in PRESETS.values() if p.live)}): spotvlm-eval ... "
             f"--methods {values['method']}"
         )
+    baseline = PRESETS[values["method"]].baseline
+    if baseline and not flag(values, "cloud"):
+        raise LaunchArgumentError(
+            f"method:={values['method']} decides between the SVLM and the cloud: it needs "
+            "cloud:=true (for the SVLM alone: method:=edge_only)"
+        )
     try:
         task(values["task"]).vocabulary(values["vocabulary"])
     except ValueError as exc:

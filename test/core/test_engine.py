@@ -12,6 +12,7 @@ from spotvlm_ros.core.engine import (
     ContextState,
     FrameSlot,
     InputRules,
+    RecentFrames,
     RequestEnd,
     UploadRule,
     Uploads,
@@ -212,6 +213,19 @@ def test_the_adas_rule_offloads_while_the_cloud_is_predicted_in_time() -> None:
     assert uploads.decide_after_svlm(True).upload is False  # ADAS decides on arrival only
 
 
+def test_the_adas_rule_keeps_to_max_in_flight() -> None:
+    """A frame offloaded beyond max_in_flight would be refused unsent by the client after
+    the SVLM had left it to the cloud: ADAS answers it on board instead."""
+    uploads = Uploads(UploadPolicy(UploadPolicyConfig(max_in_flight=2)), UploadRule.ADAS, 1.0)
+    assert uploads.decide(0, 0).upload and uploads.decide(S // 2, S // 2).upload
+    third = uploads.decide(S, S)
+    assert not third.upload and third.reason == "ADAS: 2 requests in flight (max_in_flight)"
+    assert uploads.skipped == 1
+    uploads.on_outcome(0, S + S // 10, RequestEnd.ANSWERED, 0.3)  # one ends: room again
+    assert uploads.policy.in_flight == 1
+    assert uploads.decide(S + S // 5, S + S // 5).upload
+
+
 def test_the_laecips_rule_uploads_only_what_the_svlm_asks_for() -> None:
     uploads = Uploads(UploadPolicy(), UploadRule.LAECIPS)
     assert not uploads.decide(0, 0).upload  # never when the frame arrives
@@ -224,3 +238,15 @@ def test_the_laecips_rule_uploads_only_what_the_svlm_asks_for() -> None:
     assert svlm_unsure(0.2, 0.5) and not svlm_unsure(0.7, 0.5)
     assert not svlm_unsure(0.0, 0.0)  # threshold 0: never asks
     assert not Uploads().decide_after_svlm(True).upload  # the policy decided on arrival
+
+
+def test_recent_frames_keep_the_last_within_their_age_and_give_each_once() -> None:
+    held: RecentFrames[str] = RecentFrames(max_count=2, max_age_s=1.0)
+    held.hold(0, "a", 0)
+    held.hold(S // 2, "b", S // 2)
+    held.hold(S, "c", S)  # three: the oldest goes
+    assert len(held) == 2 and held.take(0) == (True, None)
+    assert held.take(S // 2) == (True, "b")
+    assert held.take(S // 2) == (False, None)  # asked again (a redelivered result)
+    held.hold(2 * S, "old", 4 * S)  # already older than 1 s when it arrives: let go, with "c"
+    assert len(held) == 0 and held.take(2 * S) == (True, None)

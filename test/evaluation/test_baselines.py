@@ -114,16 +114,17 @@ def test_the_adas_proxy_offloads_only_while_the_cloud_is_in_time() -> None:
 
 
 def test_adas_in_the_replay() -> None:
-    # 1 fps, cloud 3 s: frames 0, 1, 2 go up before the first answer comes back at 3 s
-    # (nothing observed yet); the prediction is then 3 s > 1 s, so frames 3-6 and 8 stay on
-    # board (the last upload was frame 2 at 2 s) and frame 7 is the probe (7 - 2 = 5 s).
-    # Offloading is either/or: an offloaded frame's answer is the cloud's, 3 s late, so it
-    # has none in time; the others are the SVLM's. No context transfer.
+    # 1 fps, cloud 3 s, max_in_flight 2: frames 0 and 1 go up (nothing observed yet);
+    # frame 2 stays on board, two requests being in flight; the first answer comes back at
+    # 3 s and the prediction is then 3 s > 1 s, so frames 3-5, 7 and 8 stay on board (the
+    # last upload was frame 1 at 1 s) and frame 6 is the probe (6 - 1 = 5 s). Offloading is
+    # either/or: an offloaded frame's answer is the cloud's, 3 s late, so it has none in
+    # time; the others are the SVLM's. No context transfer.
     lvlm = Lvlm()
     _, events = replay(frames(9), METHODS["adas"], lambda i: 3.0, Svlm(), lvlm, VOCAB)
-    assert lvlm.asked == [0, 1, 2, 7]
+    assert lvlm.asked == [0, 1, 6]
     sources = {i: source for i, (source, _) in finals(events).items()}
-    assert sources == {i: "NONE" if i in (0, 1, 2, 7) else "SVLM" for i in range(9)}
+    assert sources == {i: "NONE" if i in (0, 1, 6) else "SVLM" for i in range(9)}
     assert all(not getattr(e, "lvlm_history", ()) for e in events)
     # a fast cloud (0.5 s): every frame goes up, and every final answer is the cloud's
     lvlm = Lvlm()

@@ -24,6 +24,7 @@ docs/architecture.md shows the parts and their three drivers.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -75,6 +76,42 @@ class FrameSlot(Generic[T]):
     def waiting(self) -> T | None:
         """The item in the slot (None when empty)."""
         return self._waiting
+
+
+@dataclass
+class RecentFrames(Generic[T]):
+    """The frames of the last ``max_age_s`` (at most ``max_count`` of them), kept for a
+    request that comes after them (cloud_bridge under LAECIPS: the SVLM asks the cloud about
+    a frame once it has answered it); each frame is given out once."""
+
+    max_count: int
+    max_age_s: float
+    asked_kept: int = 256  # stamps remembered as asked for, so that none is given twice
+    _frames: OrderedDict[Stamp, T] = field(default_factory=OrderedDict)
+    _asked: OrderedDict[Stamp, None] = field(default_factory=OrderedDict)
+
+    def hold(self, stamp: Stamp, item: T, now: Stamp) -> None:
+        """Keep ``item`` (the frame at ``stamp``), letting go of what is too old or too many
+        (the item itself, if it is already older than ``max_age_s``)."""
+        self._frames[stamp] = item
+        while self._frames and (
+            len(self._frames) > self.max_count
+            or seconds_between(next(iter(self._frames)), now) > self.max_age_s
+        ):
+            self._frames.popitem(last=False)
+
+    def take(self, stamp: Stamp) -> tuple[bool, T | None]:
+        """(whether this is the first ask for ``stamp``, its frame if still held): a second
+        ask (a redelivered request) gives (False, None)."""
+        if stamp in self._asked:
+            return False, None
+        self._asked[stamp] = None
+        while len(self._asked) > self.asked_kept:
+            self._asked.popitem(last=False)
+        return True, self._frames.pop(stamp, None)
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
 
 @dataclass
@@ -236,7 +273,12 @@ class Uploads:
         if self.rule is UploadRule.LAECIPS:
             return UploadDecision(False, "LAECIPS asks the cloud after the SVLM, if unsure")
         if self.rule is UploadRule.ADAS:
+            cap = self.policy.config.max_in_flight
+            if self.policy.in_flight >= cap:  # the client would refuse it unsent
+                self.skipped += 1
+                return UploadDecision(False, f"ADAS: {cap} requests in flight (max_in_flight)")
             if self.offload.decide(now):
+                self.policy.on_sent(stamp, now)
                 return UploadDecision(True, "ADAS: the cloud is predicted in time (or probed)")
             self.skipped += 1
             predicted = self.offload.predicted_s or 0.0
@@ -272,6 +314,7 @@ class Uploads:
         """The request for the frame at ``stamp`` ended at ``now``; ``latency``: its round
         trip (s), or the time waited."""
         if self.rule is UploadRule.ADAS:
+            self.policy.on_finished(stamp, None)  # only its in-flight count is used
             waited = latency or 0.0
             if end is RequestEnd.ANSWERED:
                 self.offload.observe(waited)

@@ -13,7 +13,7 @@ import functools
 import sys
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from rclpy.node import Node
@@ -27,12 +27,12 @@ from spotvlm_ros.cloud.client import (
     OutcomeKind,
     request_end,
 )
-from spotvlm_ros.core.engine import RequestEnd, UploadRule, Uploads
+from spotvlm_ros.core.engine import RecentFrames, RequestEnd, UploadRule, Uploads
 from spotvlm_ros.core.health import FailureStreak, RecentValues, percentile
 from spotvlm_ros.core.parsing import Coordinates, dropped_box_reasons
 from spotvlm_ros.core.policy import UploadMode, UploadPolicy, UploadPolicyConfig
 from spotvlm_ros.core.task import task_question
-from spotvlm_ros.core.types import Stamp, seconds_between
+from spotvlm_ros.core.types import Stamp
 from spotvlm_ros.imaging import ImageError
 from spotvlm_ros.ros import qos, topics
 from spotvlm_ros.ros.convert import (
@@ -55,7 +55,8 @@ STATUS_OF = {
 
 
 HELD_FRAMES = 16
-"""LAECIPS: the most recent frames cloud_bridge keeps for the SVLM's requests."""
+"""LAECIPS: the most recent frames cloud_bridge keeps for the SVLM's requests (those within
+deadline_s: at most 16 of them, enough for rate_hz x deadline_s up to 16)."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class CloudBridge(Node):
         self.uploads = Uploads(UploadPolicy(policy_config), rule, self.deadline_s)
         self.uploads.offload.probe_s = declare(self, "cloud_bridge", "adas_probe_s")
         self.policy = self.uploads.policy
-        self._held: OrderedDict[Stamp, Frame] = OrderedDict()  # LAECIPS: recent frames
+        self._held: RecentFrames[Frame] = RecentFrames(HELD_FRAMES, self.deadline_s)  # LAECIPS
         self.not_held = 0  # LAECIPS: frames asked for after they were let go
         self._policy_lock = threading.Lock()
         self.outcomes: Counter[str] = Counter()
@@ -180,11 +181,7 @@ class CloudBridge(Node):
         now = self.get_clock().now().nanoseconds
         if self.uploads.rule is UploadRule.LAECIPS:  # asked for after the SVLM's answer
             with self._policy_lock:
-                self._held[stamp] = frame
-                while len(self._held) > HELD_FRAMES or (
-                    seconds_between(next(iter(self._held)), now) > self.deadline_s
-                ):
-                    self._held.popitem(last=False)
+                self._held.hold(stamp, frame, now)
             return
         with self._policy_lock:
             if not self.uploads.decide(stamp, now).upload:
@@ -199,7 +196,9 @@ class CloudBridge(Node):
         with self._policy_lock:
             if not self.uploads.decide_after_svlm(result.cloud_requested).upload:
                 return
-            frame = self._held.pop(stamp, None)
+            first, frame = self._held.take(stamp)
+        if not first:  # a redelivered result: its request is under way
+            return
         if frame is None:  # said at once, so that context_manager does not wait for it
             self.not_held += 1
             held = Frame(header=result.header, seq=result.frame_seq)
@@ -213,6 +212,9 @@ class CloudBridge(Node):
 
     def _send(self, frame: Frame, stamp: Stamp, now: Stamp) -> None:
         """Upload the frame (the rule decided so)."""
+        # said first, before the conversion, so that an ADAS-offloaded frame reaches
+        # svlm_node's skip_offloaded as early as it can
+        self._uploads.publish(Header(stamp=frame.header.stamp, frame_id=frame.header.frame_id))
         try:
             rgb = image_to_rgb(frame.image, self.config.max_input_pixels)
         except ImageError as exc:
@@ -220,7 +222,6 @@ class CloudBridge(Node):
                 self.uploads.on_outcome(stamp, now, RequestEnd.FAILED)
             self._publish(frame, LvlmOutcome(OutcomeKind.BAD_INPUT, 0.0, error=str(exc)))
             return
-        self._uploads.publish(Header(stamp=frame.header.stamp, frame_id=frame.header.frame_id))
         future = asyncio.run_coroutine_threadsafe(
             self._client.ask(rgb, self.config.question), self._loop
         )
@@ -261,8 +262,8 @@ class CloudBridge(Node):
         with self._policy_lock:  # the diagnostics timer reads it from the executor thread
             self.outcomes[outcome.kind.value] += 1
         now = self.get_clock().now().nanoseconds
-        if outcome.kind is not OutcomeKind.BUSY:  # refused here, not a cloud failure
-            self._streak.record(now, outcome.ok)
+        if outcome.kind not in (OutcomeKind.BUSY, OutcomeKind.BAD_INPUT):  # never sent: it
+            self._streak.record(now, outcome.ok)  # says nothing of the cloud
         if self._client.structured_refused and not self._said_structured_refused:
             self._said_structured_refused = True
             self.get_logger().warning(
