@@ -251,9 +251,17 @@ def test_a_method_without_the_lvlm_needs_no_lvlm_server() -> None:
 
 def test_the_local_detector_cannot_serve_gestures() -> None:
     from test.helpers.models import tiny_model_dir
+    from test.helpers.servers import free_port
 
     values = {name: value for name, (value, _) in launch_args.ARGUMENTS.items()}
-    values.update(model_path=str(tiny_model_dir()), task="gesture", start_server="true")
+    port = free_port()  # not 8000, which a server on this machine may hold
+    values.update(
+        model_path=str(tiny_model_dir()),
+        task="gesture",
+        start_server="true",
+        server_port=str(port),
+        base_url=f"http://127.0.0.1:{port}/v1",
+    )
     with pytest.raises(launch_args.LaunchArgumentError, match="answers only the objects task"):
         launch_args.check(values)
     values["server_args"] = "--backend qwen --qwen-model /models/qwen"
