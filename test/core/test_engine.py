@@ -209,7 +209,8 @@ def test_the_adas_rule_offloads_while_the_cloud_is_predicted_in_time() -> None:
     assert uploads.offload.predicted_s == pytest.approx(0.3 * 0.2 + 0.7 * 3.0)
     uploads.on_outcome(6 * S, 6 * S, RequestEnd.FAILED, None)  # a failure: twice the deadline
     assert uploads.offload.predicted_s == pytest.approx(0.3 * 2.0 + 0.7 * (0.06 + 2.1))
-    assert uploads.policy.in_flight == 0 and uploads.policy.last_latency is None  # untouched
+    # ADAS uses only the policy's in-flight count: every request ended, no latency kept
+    assert uploads.policy.in_flight == 0 and uploads.policy.last_latency is None
     assert uploads.decide_after_svlm(True).upload is False  # ADAS decides on arrival only
 
 

@@ -39,13 +39,11 @@ class EvaluationLog:
     )
     final_sources: dict[Stamp, Source] = field(default_factory=dict)
     final_latencies: list[float] = field(default_factory=list)
-    svlm_dropped: int = 0
-    svlm_errors: int = 0
-    lvlm_failures: int = 0
+    svlm_dropped: set[Stamp] = field(default_factory=set)  # frames, each counted once
+    svlm_errors: set[Stamp] = field(default_factory=set)
+    lvlm_failures: set[Stamp] = field(default_factory=set)
     visual_tokens: list[tuple[int, int]] = field(default_factory=list)
     replaced_stamps: set[Stamp] = field(default_factory=set)
-    _svlm_seen: set[Stamp] = field(default_factory=set)
-    _lvlm_failed: set[Stamp] = field(default_factory=set)
     _scores: dict[str, RunningMultiLabelScores] = field(default_factory=dict)
     _scored: dict[str, set[Stamp]] = field(default_factory=dict)
     _correct: dict[str, int] = field(default_factory=dict)
@@ -85,15 +83,16 @@ class EvaluationLog:
         """An SVLM result: labels (None when it failed), visual tokens, and the stamps of the
         LVLM turns its prompt held (each counts once as a context replacement). A frame's
         second SVLM result (a redelivered message) changes nothing."""
-        if stamp in self._svlm_seen:
+        if stamp in self.svlm_dropped or stamp in self.svlm_errors:
             return
-        self._svlm_seen.add(stamp)
+        if stamp in self.predictions["svlm"]:
+            return
         self.replaced_stamps.update(lvlm_history)
         if dropped:
-            self.svlm_dropped += 1
+            self.svlm_dropped.add(stamp)
             return
         if labels is None:
-            self.svlm_errors += 1
+            self.svlm_errors.add(stamp)
             return
         if tokens_full:
             self.visual_tokens.append((tokens_used, tokens_full))
@@ -102,9 +101,7 @@ class EvaluationLog:
     def lvlm(self, stamp: Stamp, labels: Iterable[str] | None) -> None:
         """An LVLM result: labels, or None when the request failed (once per frame)."""
         if labels is None:
-            if stamp not in self._lvlm_failed:
-                self._lvlm_failed.add(stamp)
-                self.lvlm_failures += 1
+            self.lvlm_failures.add(stamp)
             return
         self._predict("lvlm", stamp, frozenset(labels))
 
@@ -152,9 +149,9 @@ class EvaluationLog:
                 else None
             ),
             "context_replacements": len(self.replaced_stamps),
-            "svlm_dropped": self.svlm_dropped,
-            "svlm_errors": self.svlm_errors,
-            "lvlm_failures": self.lvlm_failures,
+            "svlm_dropped": len(self.svlm_dropped),
+            "svlm_errors": len(self.svlm_errors),
+            "lvlm_failures": len(self.lvlm_failures),
             "mean_visual_tokens": sum(used) / len(used) if used else None,
             "mean_visual_tokens_full": sum(full) / len(full) if full else None,
             "scores": per_source,

@@ -292,12 +292,12 @@ class SvlmNode(LifecycleNode):
         """Where visual focus acts, for the log: 'off', 'on (LM-side)' or the encoder's scope."""
         if not self.config.ggvr:
             return "off"
-        args = self._backend_config_args
-        if args["focus_stage"] != "encoder":
+        backend = self.backend.config
+        if backend.focus_stage != "encoder":
             return "on (LM-side)"
         return (
-            f"on (encoder-side: encoder_scope {args['encoder_scope']}, margin "
-            f"{args['focus_margin_tokens']} token(s))"
+            f"on (encoder-side: encoder_scope {backend.encoder_scope}, margin "
+            f"{backend.focus_margin_tokens} token(s))"
         )
 
     @contextlib.contextmanager
